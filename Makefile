@@ -1,0 +1,39 @@
+# gocqrs developer tasks. Run `make help` for the list.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO ?= go
+GOLANGCI_LINT_VERSION := v2.15.0
+BIN := $(CURDIR)/.bin
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# Nested modules (each with its own go.mod) tested and linted besides the root.
+MODULES := . $(patsubst %/go.mod,%,$(shell find . -mindepth 2 -name go.mod -not -path './.bin/*'))
+
+.PHONY: help test lint cover bench tidy-check example
+
+help: ## Show this help.
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+test: ## Run every test of every module with the race detector, in shuffled order.
+	@for m in $(MODULES); do (cd $$m && $(GO) test -race -shuffle=on ./...); done
+
+example: ## Run the orders example.
+	$(GO) run ./examples/orders
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	@mv $(BIN)/golangci-lint $(GOLANGCI_LINT)
+
+lint: $(GOLANGCI_LINT) ## go vet and golangci-lint (pinned version, fetched on first use).
+	@for m in $(MODULES); do (cd $$m && $(GO) vet ./... && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
+
+cover: ## Test with coverage; writes cover.out and prints the total.
+	$(GO) test -race -coverpkg=./... -coverprofile=cover.out ./...
+	$(GO) tool cover -func=cover.out | tail -n 1
+
+bench: ## Run the benchmarks (-count 6) and write bench.txt in benchstat format.
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... | tee bench.txt
+
+tidy-check: ## Fail if go.mod or go.sum is not tidy.
+	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff); done

@@ -1,0 +1,235 @@
+package bootstrap
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/gocqrs/cqrs/di"
+	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/internal/registry"
+	"github.com/gocqrs/cqrs/mediator"
+	"github.com/gocqrs/cqrs/requests"
+)
+
+// ErrInvalidOption is matched by every error an option reports.
+var ErrInvalidOption = errors.New("bootstrap: invalid option")
+
+// Option configures [Bootstrap] or [Events]. Options are applied in order; a
+// later option overrides an earlier one for the same setting, except the
+// mappers and start-up hooks, which accumulate.
+type Option interface {
+	apply(*settings)
+}
+
+type optionFunc func(*settings)
+
+func (f optionFunc) apply(s *settings) { f(s) }
+
+type settings struct {
+	cfg       mediator.Config
+	commands  []func(*requests.Map)
+	queries   []func(*requests.Map)
+	events    []func(*events.Map)
+	onStartup []func() error
+	errs      []error
+}
+
+func (s *settings) fail(format string, args ...any) {
+	s.errs = append(s.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...))
+}
+
+// WithCommands adds a mapper that binds command handlers. Commands and
+// queries share one map, so a request type bound by both is a duplicate.
+func WithCommands(mapper func(*requests.Map)) Option {
+	return optionFunc(func(s *settings) {
+		if mapper == nil {
+			s.fail("WithCommands(nil)")
+			return
+		}
+		s.commands = append(s.commands, mapper)
+	})
+}
+
+// WithQueries adds a mapper that binds query handlers.
+func WithQueries(mapper func(*requests.Map)) Option {
+	return optionFunc(func(s *settings) {
+		if mapper == nil {
+			s.fail("WithQueries(nil)")
+			return
+		}
+		s.queries = append(s.queries, mapper)
+	})
+}
+
+// WithDomainEvents adds a mapper that binds event handlers.
+func WithDomainEvents(mapper func(*events.Map)) Option {
+	return optionFunc(func(s *settings) {
+		if mapper == nil {
+			s.fail("WithDomainEvents(nil)")
+			return
+		}
+		s.events = append(s.events, mapper)
+	})
+}
+
+// WithPublisher sets the publisher of notification events (python-cqrs's
+// message broker). Without one, emitting a notification event is an error.
+func WithPublisher(p events.Publisher) Option {
+	return optionFunc(func(s *settings) {
+		if p == nil {
+			s.fail("WithPublisher(nil)")
+			return
+		}
+		s.cfg.Publisher = p
+	})
+}
+
+// WithMaxConcurrentEventHandlers bounds the event-handler invocations running
+// at once within one Send (default 1; must be at least 1).
+func WithMaxConcurrentEventHandlers(n int) Option {
+	return optionFunc(func(s *settings) { s.cfg.MaxConcurrentEventHandlers = n })
+}
+
+// WithConcurrentEventHandling enables or disables parallel event handling
+// (default enabled). Disabled, events run one by one in emission order.
+func WithConcurrentEventHandling(enable bool) Option {
+	return optionFunc(func(s *settings) { s.cfg.ConcurrentEventHandleEnable = enable })
+}
+
+// WithEventHandlerOrder says how the handlers of one event run (default
+// mediator.Serial, in bind order).
+func WithEventHandlerOrder(order mediator.HandlerOrder) Option {
+	return optionFunc(func(s *settings) { s.cfg.EventHandlerOrder = order })
+}
+
+// WithFailFast stops the fan-out at the first event-handler failure instead
+// of running every handler and reporting every failure (the default).
+func WithFailFast() Option {
+	return optionFunc(func(s *settings) { s.cfg.FailFast = true })
+}
+
+// WithMaxEventDepth bounds follow-up nesting (default 16; must be at least 1).
+func WithMaxEventDepth(n int) Option {
+	return optionFunc(func(s *settings) { s.cfg.MaxEventDepth = n })
+}
+
+// WithMediatorWideLimit bounds the event-handler invocations running at once
+// across all concurrent Sends of the mediator, to protect a shared downstream
+// resource (default 0: no such bound; must not be negative).
+func WithMediatorWideLimit(n int) Option {
+	return optionFunc(func(s *settings) { s.cfg.MediatorWideLimit = n })
+}
+
+// WithLogger sets the logger for warnings (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(s *settings) {
+		if l == nil {
+			s.fail("WithLogger(nil)")
+			return
+		}
+		s.cfg.Logger = l
+	})
+}
+
+// WithConfig replaces every fan-out setting with cfg. Options after it
+// still apply on top.
+func WithConfig(cfg mediator.Config) Option {
+	return optionFunc(func(s *settings) { s.cfg = cfg })
+}
+
+// WithOnStartup adds a hook run once by bootstrap, after the options are
+// validated and before any handler is built; hooks run in order and the
+// first error stops bootstrap.
+func WithOnStartup(hook func() error) Option {
+	return optionFunc(func(s *settings) {
+		if hook == nil {
+			s.fail("WithOnStartup(nil)")
+			return
+		}
+		s.onStartup = append(s.onStartup, hook)
+	})
+}
+
+func apply(base mediator.Config, opts []Option) *settings {
+	s := &settings{cfg: base}
+	for i, o := range opts {
+		if o == nil {
+			s.fail("option %d is nil", i)
+			continue
+		}
+		o.apply(s)
+	}
+	if err := s.cfg.Validate(); err != nil {
+		s.errs = append(s.errs, err)
+	}
+	return s
+}
+
+func (s *settings) mapEvents() *events.Map {
+	var evs events.Map
+	for _, f := range s.events {
+		f(&evs)
+	}
+	return &evs
+}
+
+func (s *settings) startup() error {
+	for i, hook := range s.onStartup {
+		if err := hook(); err != nil {
+			return fmt.Errorf("bootstrap: start-up hook %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Bootstrap builds a RequestMediator: it validates the options, runs the
+// start-up hooks, applies the command, query and event mappers, and resolves
+// every handler from c, once. Every problem (invalid options, duplicate
+// bindings, constructors of the wrong shape, missing dependencies with dig's
+// dependency path) is reported at once, in one error; no request ever fails
+// for a reason bootstrap could have seen.
+//
+// The defaults are those of [mediator.DefaultConfig]: at most one event
+// handler at a time per Send, concurrency enabled, handlers of one event in
+// bind order, every failure reported, follow-ups at most 16 deep.
+//
+// c may be nil when every handler is bound as a value (BindHandler).
+func Bootstrap(c di.Container, opts ...Option) (*mediator.RequestMediator, error) {
+	s := apply(mediator.DefaultConfig(), opts)
+	var reqs requests.Map
+	for _, f := range s.commands {
+		f(&reqs)
+	}
+	for _, f := range s.queries {
+		f(&reqs)
+	}
+	evs := s.mapEvents()
+	// Report every problem found without running user code at once:
+	// options, then bindings.
+	if err := errors.Join(append(s.errs, (*registry.Requests)(&reqs).Err(), (*registry.Events)(evs).Err())...); err != nil {
+		return nil, err
+	}
+	if err := s.startup(); err != nil {
+		return nil, err
+	}
+	return mediator.New(c, &reqs, evs, s.cfg)
+}
+
+// Events builds an EventMediator for consuming events received from outside
+// the process, like [Bootstrap] does a RequestMediator. Command and query
+// mappers have no place here and are reported as errors.
+func Events(c di.Container, opts ...Option) (*mediator.EventMediator, error) {
+	s := apply(mediator.DefaultConfig(), opts)
+	if len(s.commands) > 0 || len(s.queries) > 0 {
+		s.fail("command and query mappers are not used by an EventMediator")
+	}
+	evs := s.mapEvents()
+	if err := errors.Join(append(s.errs, (*registry.Events)(evs).Err())...); err != nil {
+		return nil, err
+	}
+	if err := s.startup(); err != nil {
+		return nil, err
+	}
+	return mediator.NewEventMediator(c, evs, s.cfg)
+}

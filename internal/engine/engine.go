@@ -1,0 +1,444 @@
+// Package engine is the event fan-out engine shared by every mediator: it
+// dispatches the events a handler emitted, and their follow-ups, one by one
+// or through a bounded pool of goroutines, and reports every failure.
+//
+// The public contract is written in the doc of package mediator; this
+// comment records how the engine meets it.
+//
+// Sequential mode (concurrency disabled, a limit of 1, or a nested dispatch
+// that inherits a mediator-wide slot) runs on the caller's goroutine, level by
+// level: the events of one level, each with its handlers in bind order, then
+// all their follow-ups. It allocates only the follow-up slices and errors.
+//
+// Parallel mode keeps a FIFO queue of tasks and at most Limit workers: the
+// caller's goroutine is one worker and the others are errgroup goroutines
+// (SetLimit(Limit-1)), started only while there is queued work and a free
+// slot. A task is one handler invocation (handlers in parallel) or one event
+// with all its handlers in bind order (handlers serial). Follow-ups are queued
+// as soon as the invocation that produced them returns. Since each worker runs
+// one invocation at a time, at most Limit invocations run at once, and no
+// goroutine ever waits for a slot: queued work waits in the queue.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/internal/registry"
+)
+
+// Options configures an Engine. The mediator validates them.
+type Options struct {
+	// Concurrent enables parallel mode when Limit > 1.
+	Concurrent bool
+	// Limit bounds the handler invocations running at once in one dispatch.
+	Limit int
+	// ParallelHandlers runs the handlers of one event concurrently.
+	ParallelHandlers bool
+	// FailFast stops the dispatch at the first failure.
+	FailFast bool
+	// MaxDepth bounds follow-up nesting; events deeper are refused.
+	MaxDepth int
+	// GlobalLimit, if > 0, bounds the invocations running at once across
+	// every dispatch of this engine.
+	GlobalLimit int
+	// Publisher receives notification events.
+	Publisher events.Publisher
+	// Logger receives warnings about events with no handler.
+	Logger *slog.Logger
+}
+
+// Engine dispatches events to resolved handlers. It is safe for concurrent
+// use and holds no per-dispatch state.
+type Engine struct {
+	routes map[reflect.Type][]registry.EventHandler
+	opt    Options
+	global *semaphore.Weighted
+	log    *slog.Logger
+}
+
+// heldKey marks a context whose goroutine holds a mediator-wide slot of e.
+type heldKey struct{ e *Engine }
+
+var notificationType = reflect.TypeFor[events.NotificationEvent]()
+
+// New returns an engine over routes, which it does not copy.
+func New(routes map[reflect.Type][]registry.EventHandler, opt Options) *Engine {
+	e := &Engine{routes: routes, opt: opt, log: opt.Logger}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if opt.GlobalLimit > 0 {
+		e.global = semaphore.NewWeighted(int64(opt.GlobalLimit))
+	}
+	return e
+}
+
+// HasHandlers reports whether at least one handler is bound to t.
+func (e *Engine) HasHandlers(t reflect.Type) bool { return len(e.routes[t]) > 0 }
+
+// Routes returns the resolved handlers per event type. It must not be
+// modified.
+func (e *Engine) Routes() map[reflect.Type][]registry.EventHandler { return e.routes }
+
+// Dispatch dispatches evs, emitted by a request handler, and every follow-up,
+// and returns when all are done. It returns nil or a *DispatchError.
+func (e *Engine) Dispatch(ctx context.Context, evs []any) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	return e.dispatch(ctx, evs, false)
+}
+
+// DispatchIncoming dispatches one event received from outside the process:
+// the event goes to its in-process handlers only (it is not published again),
+// and its follow-ups are dispatched like those of any event.
+func (e *Engine) DispatchIncoming(ctx context.Context, ev any) error {
+	if registry.IsNil(ev) {
+		return fmt.Errorf("%w", ErrNilEvent)
+	}
+	if t := reflect.TypeOf(ev); !e.HasHandlers(t) {
+		return fmt.Errorf("%w for event %v", ErrHandlerNotFound, t)
+	}
+	evs := []any{ev}
+	return e.dispatch(ctx, evs, true)
+}
+
+func (e *Engine) dispatch(ctx context.Context, evs []any, incoming bool) error {
+	inherited := false
+	hctx := ctx
+	if e.global != nil {
+		if ctx.Value(heldKey{e}) != nil {
+			// A handler holding one of our slots dispatches again: run
+			// inline within that slot, or a cap of 1 would deadlock.
+			inherited = true
+		} else {
+			hctx = context.WithValue(ctx, heldKey{e}, struct{}{})
+		}
+	}
+	if !e.opt.Concurrent || e.opt.Limit <= 1 || inherited {
+		return e.sequential(ctx, hctx, evs, incoming, inherited)
+	}
+	return e.parallel(ctx, evs, incoming)
+}
+
+// route is what one event resolves to: an optional publish step followed by
+// its handlers in bind order.
+type route struct {
+	ev      any
+	t       reflect.Type
+	hs      []registry.EventHandler
+	publish bool
+}
+
+func (r *route) steps() int {
+	if r.publish {
+		return len(r.hs) + 1
+	}
+	return len(r.hs)
+}
+
+// route resolves ev at depth. It returns an error for a nil event or one
+// nested too deep; an event with no handler resolves to zero steps.
+func (e *Engine) route(ev any, depth int, incoming bool) (route, error) {
+	if registry.IsNil(ev) {
+		return route{}, &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
+	}
+	t := reflect.TypeOf(ev)
+	if depth > e.opt.MaxDepth {
+		return route{}, &DepthError{EventType: t, Event: ev, Depth: depth, Max: e.opt.MaxDepth}
+	}
+	r := route{ev: ev, t: t, hs: e.routes[t]}
+	r.publish = !incoming && t.Implements(notificationType)
+	if !r.publish && len(r.hs) == 0 {
+		e.log.LogAttrs(context.Background(), slog.LevelWarn, "cqrs: no handler for event",
+			slog.String("event_type", t.String()))
+	}
+	return r, nil
+}
+
+// countSteps counts the invocations evs would need, for reporting work that
+// was never started.
+func (e *Engine) countSteps(evs []any, incoming bool) int {
+	n := 0
+	for _, ev := range evs {
+		if registry.IsNil(ev) {
+			continue
+		}
+		t := reflect.TypeOf(ev)
+		n += len(e.routes[t])
+		if !incoming && t.Implements(notificationType) {
+			n++
+		}
+	}
+	return n
+}
+
+// step runs step s of r: the publish, or one handler. A panic becomes a
+// *HandlerError wrapping a *PanicError.
+func (e *Engine) step(ctx context.Context, r *route, s int) (fus []any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			fus, err = nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: e.stepName(r, s), Err: NewPanicError(v)}
+		}
+	}()
+	i := s
+	if r.publish {
+		if i == 0 {
+			if e.opt.Publisher == nil {
+				return nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: "publisher", Err: ErrNoPublisher}
+			}
+			ne, _ := r.ev.(events.NotificationEvent)
+			if err := e.opt.Publisher.Publish(ctx, ne); err != nil {
+				return nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: e.stepName(r, s), Err: err}
+			}
+			return nil, nil
+		}
+		i--
+	}
+	h := &r.hs[i]
+	fus, err = h.Call(ctx, r.ev)
+	if err != nil {
+		return nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: h.Name, Err: err}
+	}
+	return fus, nil
+}
+
+func (e *Engine) stepName(r *route, s int) string {
+	if r.publish {
+		if s == 0 {
+			return fmt.Sprintf("publisher %T", e.opt.Publisher)
+		}
+		s--
+	}
+	return r.hs[s].Name
+}
+
+func (e *Engine) acquire(ctx context.Context, inherited bool) error {
+	if e.global == nil || inherited {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return e.global.Acquire(ctx, 1)
+}
+
+func (e *Engine) release(inherited bool) {
+	if e.global != nil && !inherited {
+		e.global.Release(1)
+	}
+}
+
+// sequential dispatches breadth first on the calling goroutine.
+func (e *Engine) sequential(ctx, hctx context.Context, level []any, incoming, inherited bool) error {
+	var fails []error
+	notStarted := 0
+	for depth := 1; len(level) > 0; depth++ {
+		var next []any
+		for i, ev := range level {
+			if ctx.Err() != nil {
+				notStarted += e.countSteps(level[i:], incoming && depth == 1) + e.countSteps(next, false)
+				return e.result(ctx, fails, notStarted)
+			}
+			r, err := e.route(ev, depth, incoming && depth == 1)
+			if err != nil {
+				fails = append(fails, err)
+				if e.opt.FailFast {
+					notStarted += e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
+					return e.result(ctx, fails, notStarted)
+				}
+				continue
+			}
+			n := r.steps()
+			for s := range n {
+				if err := e.acquire(ctx, inherited); err != nil {
+					notStarted += n - s + e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
+					return e.result(ctx, fails, notStarted)
+				}
+				fus, err := e.step(hctx, &r, s)
+				e.release(inherited)
+				if err != nil {
+					fails = append(fails, err)
+					if e.opt.FailFast {
+						notStarted += n - s - 1 + e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
+						return e.result(ctx, fails, notStarted)
+					}
+					continue
+				}
+				next = append(next, fus...)
+			}
+		}
+		level = next
+	}
+	return e.result(ctx, fails, notStarted)
+}
+
+func (e *Engine) result(ctx context.Context, fails []error, notStarted int) error {
+	if len(fails) == 0 && notStarted == 0 {
+		return nil
+	}
+	de := &DispatchError{Failures: fails, NotStarted: notStarted}
+	if notStarted > 0 {
+		de.Interrupted = ctx.Err()
+	}
+	return de
+}
+
+// task is a unit of parallel work: steps [from, to) of one routed event.
+type task struct {
+	r        route
+	depth    int
+	from, to int
+}
+
+// run is the state of one parallel dispatch.
+type run struct {
+	e      *Engine
+	ctx    context.Context // cancelled on the first failure in fail-fast mode
+	hctx   context.Context // ctx, marked as holding a mediator-wide slot
+	cancel context.CancelCauseFunc
+	limit  int
+	g      errgroup.Group
+
+	mu         sync.Mutex
+	queue      []task
+	head       int
+	workers    int
+	fails      []error
+	notStarted int
+}
+
+func (e *Engine) parallel(ctx context.Context, evs []any, incoming bool) error {
+	r := &run{e: e, ctx: ctx, limit: e.opt.Limit}
+	if e.opt.FailFast {
+		r.ctx, r.cancel = context.WithCancelCause(ctx)
+		defer r.cancel(nil)
+	}
+	r.hctx = r.ctx
+	if e.global != nil {
+		r.hctx = context.WithValue(r.ctx, heldKey{e}, struct{}{})
+	}
+	r.g.SetLimit(r.limit - 1)
+	r.mu.Lock()
+	for _, ev := range evs {
+		r.push(ev, 1, incoming)
+	}
+	r.workers = 1 // this goroutine
+	n := r.spawnable(true)
+	r.mu.Unlock()
+	r.spawn(n)
+	r.work()
+	_ = r.g.Wait() // workers always return nil
+	for _, t := range r.queue[r.head:] {
+		r.notStarted += t.to - t.from
+	}
+	return e.result(ctx, r.fails, r.notStarted)
+}
+
+// push routes ev and queues its work. r.mu must be held.
+func (r *run) push(ev any, depth int, incoming bool) {
+	rt, err := r.e.route(ev, depth, incoming)
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	n := rt.steps()
+	if n == 0 {
+		return
+	}
+	if r.e.opt.ParallelHandlers {
+		for s := range n {
+			r.queue = append(r.queue, task{r: rt, depth: depth, from: s, to: s + 1})
+		}
+		return
+	}
+	r.queue = append(r.queue, task{r: rt, depth: depth, from: 0, to: n})
+}
+
+// fail records a failure. r.mu must be held.
+func (r *run) fail(err error) {
+	r.fails = append(r.fails, err)
+	if r.cancel != nil {
+		r.cancel(err)
+	}
+}
+
+// spawnable reports how many workers to start now, and counts them as
+// started. selfFree tells whether the calling worker is about to take a task
+// from the queue. r.mu must be held.
+func (r *run) spawnable(selfFree bool) int {
+	pending := len(r.queue) - r.head
+	if selfFree {
+		pending--
+	}
+	n := min(pending, r.limit-r.workers)
+	if n <= 0 {
+		return 0
+	}
+	r.workers += n
+	return n
+}
+
+func (r *run) spawn(n int) {
+	for range n {
+		r.g.Go(func() error {
+			r.work()
+			return nil
+		})
+	}
+}
+
+// work runs queued tasks until the queue is empty or the dispatch stops.
+func (r *run) work() {
+	for {
+		r.mu.Lock()
+		if r.head == len(r.queue) || r.ctx.Err() != nil {
+			r.workers--
+			r.mu.Unlock()
+			return
+		}
+		t := r.queue[r.head]
+		r.queue[r.head] = task{}
+		r.head++
+		r.mu.Unlock()
+		r.exec(&t)
+	}
+}
+
+// exec runs the steps of t, queueing follow-ups as each step returns.
+func (r *run) exec(t *task) {
+	e := r.e
+	for s := t.from; s < t.to; s++ {
+		if err := r.ctx.Err(); err == nil {
+			err = e.acquire(r.ctx, false)
+			if err == nil {
+				fus, err := e.step(r.hctx, &t.r, s)
+				e.release(false)
+				r.mu.Lock()
+				if err != nil {
+					r.fail(err)
+				} else {
+					for _, fu := range fus {
+						r.push(fu, t.depth+1, false)
+					}
+				}
+				n := r.spawnable(s == t.to-1)
+				r.mu.Unlock()
+				r.spawn(n)
+				continue
+			}
+		}
+		r.mu.Lock()
+		r.notStarted += t.to - s
+		r.mu.Unlock()
+		return
+	}
+}

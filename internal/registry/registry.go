@@ -1,0 +1,184 @@
+// Package registry holds the bindings that package requests and package events
+// record and that package mediator resolves at bootstrap. It is internal so
+// the storage can change without touching the public API.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/gocqrs/cqrs/di"
+)
+
+// ErrDuplicate is matched by every duplicate-binding error.
+var ErrDuplicate = errors.New("duplicate binding")
+
+// Request is the resolved, typed handler of one request type. Package
+// mediator stores it as an any and asserts it back with the request's own
+// type parameters, which costs one pointer comparison.
+type Request[Req, Res any] struct {
+	// Name describes the handler in errors and diagrams.
+	Name string
+	// Handle is the handler's Handle method (later wrapped by middleware).
+	Handle func(ctx context.Context, req Req) (Res, []any, error)
+	// Nilable reports whether Req can hold nil (pointer, map, slice...).
+	Nilable bool
+}
+
+// RequestEntry is one recorded request binding, resolved at bootstrap.
+type RequestEntry struct {
+	Type   reflect.Type
+	Source string
+	Build  func(c di.Container) (any, error)
+}
+
+// Requests records request bindings. The zero value is empty.
+type Requests struct {
+	entries map[reflect.Type]RequestEntry
+	order   []reflect.Type
+	errs    []error
+}
+
+// Add records a binding, or an error if t is already bound.
+func (r *Requests) Add(e RequestEntry) {
+	if prev, ok := r.entries[e.Type]; ok {
+		r.errs = append(r.errs, fmt.Errorf("requests: %w: %v is bound to %s, cannot also bind %s", ErrDuplicate, e.Type, prev.Source, e.Source))
+		return
+	}
+	if r.entries == nil {
+		r.entries = make(map[reflect.Type]RequestEntry)
+	}
+	r.entries[e.Type] = e
+	r.order = append(r.order, e.Type)
+}
+
+// Fail records a binding error, reported at bootstrap.
+func (r *Requests) Fail(err error) { r.errs = append(r.errs, err) }
+
+// Len reports the number of bound request types.
+func (r *Requests) Len() int { return len(r.order) }
+
+// Resolve builds every bound handler from c and reports every problem at once,
+// including those recorded while binding.
+func (r *Requests) Resolve(c di.Container) (map[reflect.Type]any, error) {
+	errs := append([]error(nil), r.errs...)
+	out := make(map[reflect.Type]any, len(r.order))
+	for _, t := range r.order {
+		e := r.entries[t]
+		h, err := e.Build(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("requests: handler for %v: %w", t, err))
+			continue
+		}
+		out[t] = h
+	}
+	return out, errors.Join(errs...)
+}
+
+// EventHandler is one resolved event handler.
+type EventHandler struct {
+	// Name describes the handler in errors.
+	Name string
+	// Value is the handler itself, used to detect duplicate bindings.
+	Value any
+	// Call asserts the event to the handler's type and calls it.
+	Call func(ctx context.Context, event any) ([]any, error)
+}
+
+// EventEntry is one recorded event-handler binding, resolved at bootstrap.
+type EventEntry struct {
+	Type   reflect.Type
+	Source string
+	Build  func(c di.Container) (EventHandler, error)
+}
+
+// Events records event-handler bindings in bind order. The zero value is
+// empty.
+type Events struct {
+	entries map[reflect.Type][]EventEntry
+	order   []reflect.Type
+	errs    []error
+}
+
+// Add appends a binding for e.Type.
+func (r *Events) Add(e EventEntry) {
+	if r.entries == nil {
+		r.entries = make(map[reflect.Type][]EventEntry)
+	}
+	if _, ok := r.entries[e.Type]; !ok {
+		r.order = append(r.order, e.Type)
+	}
+	r.entries[e.Type] = append(r.entries[e.Type], e)
+}
+
+// Fail records a binding error, reported at bootstrap.
+func (r *Events) Fail(err error) { r.errs = append(r.errs, err) }
+
+// Len reports the number of event types with at least one handler.
+func (r *Events) Len() int { return len(r.order) }
+
+// Resolve builds every bound handler from c, in bind order, and reports every
+// problem at once. Binding the same handler (an equal value, for instance the
+// same pointer) twice to one event type is an error.
+func (r *Events) Resolve(c di.Container) (map[reflect.Type][]EventHandler, error) {
+	errs := append([]error(nil), r.errs...)
+	out := make(map[reflect.Type][]EventHandler, len(r.order))
+	for _, t := range r.order {
+		var hs []EventHandler
+		for i, e := range r.entries[t] {
+			h, err := e.Build(c)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("events: handler %d for %v: %w", i, t, err))
+				continue
+			}
+			if j := indexOf(hs, h.Value); j >= 0 {
+				errs = append(errs, fmt.Errorf("events: %w: %s is bound to %v twice (%s)", ErrDuplicate, h.Name, t, e.Source))
+				continue
+			}
+			hs = append(hs, h)
+		}
+		out[t] = hs
+	}
+	return out, errors.Join(errs...)
+}
+
+func indexOf(hs []EventHandler, v any) int {
+	rv := reflect.ValueOf(v)
+	if !rv.IsValid() || !rv.Comparable() {
+		return -1
+	}
+	for i, h := range hs {
+		hv := reflect.ValueOf(h.Value)
+		if hv.IsValid() && hv.Type() == rv.Type() && hv.Comparable() && hv.Equal(rv) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Nilable reports whether values of t can be nil.
+func Nilable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Chan, reflect.Func, reflect.Interface, reflect.Map, reflect.Pointer, reflect.Slice, reflect.UnsafePointer:
+		return true
+	default:
+		return false
+	}
+}
+
+// IsNil reports whether v holds a nil value of a nilable kind.
+func IsNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	return Nilable(rv.Type()) && rv.IsNil()
+}
+
+// Err reports the errors recorded while binding, before any resolution.
+func (r *Requests) Err() error { return errors.Join(r.errs...) }
+
+// Err reports the errors recorded while binding, before any resolution.
+func (r *Events) Err() error { return errors.Join(r.errs...) }

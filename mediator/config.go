@@ -1,0 +1,105 @@
+package mediator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/gocqrs/cqrs/events"
+)
+
+// HandlerOrder says how the handlers bound to one event run.
+type HandlerOrder int
+
+const (
+	// Serial runs the handlers of one event one after the other, in bind
+	// order (the default). Different events may still run in parallel.
+	Serial HandlerOrder = iota
+	// Parallel runs the handlers of one event concurrently, each as its own
+	// unit of work under the concurrency limit.
+	Parallel
+)
+
+func (o HandlerOrder) String() string {
+	switch o {
+	case Serial:
+		return "serial"
+	case Parallel:
+		return "parallel"
+	default:
+		return fmt.Sprintf("HandlerOrder(%d)", int(o))
+	}
+}
+
+// Default values, from python-cqrs's RequestMediator, except MaxEventDepth,
+// which it lacks.
+const (
+	DefaultMaxConcurrentEventHandlers = 1
+	DefaultMaxEventDepth              = 16
+)
+
+// Config holds the fan-out settings of a mediator. Start from
+// [DefaultConfig]: its zero value is not valid.
+type Config struct {
+	// MaxConcurrentEventHandlers bounds how many event-handler invocations
+	// run at once within one Send (default 1). Each Send has its own bound;
+	// see MediatorWideLimit for a bound shared by all Sends.
+	MaxConcurrentEventHandlers int
+	// ConcurrentEventHandleEnable runs event handlers in parallel, up to
+	// MaxConcurrentEventHandlers (default true). When false, events run one
+	// by one in emission order, follow-ups breadth first.
+	ConcurrentEventHandleEnable bool
+	// EventHandlerOrder says how the handlers of one event run (default
+	// Serial).
+	EventHandlerOrder HandlerOrder
+	// FailFast stops the fan-out at the first failure: events not started
+	// are not started and running handlers see their context cancelled.
+	// The default (false) runs every handler and reports every failure.
+	FailFast bool
+	// MaxEventDepth bounds follow-up nesting (default 16): events emitted by
+	// a request handler have depth 1, their follow-ups depth 2, and so on.
+	// A deeper event is refused with a *DepthError.
+	MaxEventDepth int
+	// MediatorWideLimit, if positive, bounds the event-handler invocations
+	// running at once across every concurrent Send of the mediator
+	// (default 0: no such bound). Waiting for a slot honours the context.
+	MediatorWideLimit int
+	// Publisher receives notification events (default none: emitting one is
+	// an error).
+	Publisher events.Publisher
+	// Logger receives warnings, e.g. about events with no handler (default
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of a RequestMediator and an
+// EventMediator: one event handler at a time per Send, concurrency enabled
+// (so raising MaxConcurrentEventHandlers is enough to go parallel), serial
+// handlers per event, collect every failure, depth 16.
+func DefaultConfig() Config {
+	return Config{
+		MaxConcurrentEventHandlers:  DefaultMaxConcurrentEventHandlers,
+		ConcurrentEventHandleEnable: true,
+		EventHandlerOrder:           Serial,
+		MaxEventDepth:               DefaultMaxEventDepth,
+	}
+}
+
+// Validate reports every invalid field at once; each problem matches
+// ErrInvalidConfig.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxConcurrentEventHandlers < 1 {
+		errs = append(errs, fmt.Errorf("%w: MaxConcurrentEventHandlers must be at least 1, got %d", ErrInvalidConfig, c.MaxConcurrentEventHandlers))
+	}
+	if c.MaxEventDepth < 1 {
+		errs = append(errs, fmt.Errorf("%w: MaxEventDepth must be at least 1, got %d", ErrInvalidConfig, c.MaxEventDepth))
+	}
+	if c.MediatorWideLimit < 0 {
+		errs = append(errs, fmt.Errorf("%w: MediatorWideLimit must be 0 (none) or positive, got %d", ErrInvalidConfig, c.MediatorWideLimit))
+	}
+	if c.EventHandlerOrder != Serial && c.EventHandlerOrder != Parallel {
+		errs = append(errs, fmt.Errorf("%w: unknown EventHandlerOrder %v", ErrInvalidConfig, c.EventHandlerOrder))
+	}
+	return errors.Join(errs...)
+}

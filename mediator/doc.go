@@ -1,0 +1,118 @@
+// Package mediator sends requests to their handlers and dispatches the
+// events those handlers emit.
+//
+// A [RequestMediator] is built once, in main, by bootstrap.Bootstrap. [Send]
+// routes a request to the one handler bound to its type and returns the
+// handler's response, typed by the request's requests.Returns marker. An
+// [EventMediator] dispatches events received from outside the process (a
+// broker consumer calls it) to their handlers.
+//
+// # Usage
+//
+//	m, err := bootstrap.Bootstrap(container,
+//		bootstrap.WithCommands(func(r *requests.Map) {
+//			requests.Bind[PlaceOrder](r, NewPlaceOrderHandler)
+//		}),
+//		bootstrap.WithDomainEvents(func(e *events.Map) {
+//			events.Bind[OrderPlaced](e, NewSendEmail)
+//			events.Bind[OrderPlaced](e, NewReserveStock)
+//		}),
+//		bootstrap.WithMaxConcurrentEventHandlers(3),
+//	)
+//	...
+//	id, err := mediator.Send(ctx, m, PlaceOrder{Item: "book"})
+//
+// # What Send does
+//
+//  1. It looks up the handler bound to the request's static type. Handlers
+//     were built once, at bootstrap; Send never touches the container.
+//  2. It calls the handler on the caller's goroutine with the caller's ctx.
+//     If the handler returns an error (or panics) Send returns that error
+//     and the zero response, and none of the handler's events is
+//     dispatched.
+//  3. It dispatches the events the handler returned, and their follow-ups
+//     (events returned by event handlers), as described below.
+//  4. It returns the response only when every one of those events has been
+//     handled or has failed: no event handler started by a Send is still
+//     running when Send returns, and Send starts no goroutine that outlives
+//     it.
+//
+// A Send whose handler emits no event costs a map lookup and a call; it
+// allocates nothing of its own and starts no goroutine.
+//
+// # Event fan-out
+//
+// A unit of work is one event-handler invocation: one handler called with one
+// event, or the publication of one notification event to the Publisher.
+//
+// Sequential mode (Config.ConcurrentEventHandleEnable false, or
+// Config.MaxConcurrentEventHandlers 1) runs every invocation on the caller's
+// goroutine, breadth first: the emitted events in emission order, each with
+// its handlers in bind order (a notification event is published first), then
+// all the follow-ups of that level in the order they were returned, and so
+// on. No goroutine is started.
+//
+// Parallel mode (enabled, and a limit N > 1) runs invocations on at most N
+// goroutines, the caller's included, taken from a semaphore-bounded errgroup:
+//
+//   - At most N invocations of one Send run at once. The bound is per Send:
+//     two concurrent Sends may run up to 2N. Config.MediatorWideLimit adds a
+//     bound shared by every Send of the mediator; waiting for such a slot
+//     honours the context.
+//   - With Config.EventHandlerOrder Serial (the default), the handlers of
+//     one event run one after the other, in bind order, within one unit of
+//     scheduling; different events run in parallel. With Parallel, each
+//     handler of each event is scheduled on its own.
+//   - Events start in emission order, but may finish in any order.
+//   - Follow-ups are queued as soon as the invocation that returned them
+//     finishes, without waiting for its siblings.
+//   - Goroutines are started only while work is queued and a slot is free;
+//     work never blocks a goroutine waiting for a slot.
+//
+// Follow-ups nested deeper than Config.MaxEventDepth (default 16) are not
+// dispatched; each is reported as a *DepthError matching ErrMaxDepth, so a
+// cycle of events ends instead of looping forever.
+//
+// An event whose type has no handler and that is not a notification event is
+// logged at Warn level and otherwise ignored: emitting a fact nobody listens
+// to is not an error. A notification event (events.NotificationEvent) goes to
+// the configured Publisher and to any handler bound to its type; with no
+// Publisher it is a failure (ErrNoPublisher), never a silent drop.
+//
+// # Errors
+//
+// By default one failing invocation never stops the others: every handler of
+// every event runs, and after the fan-out Send returns the response together
+// with a *DispatchError whose Unwrap yields one *HandlerError per failure
+// (each naming the event type and the handler) and any *DepthError. This
+// default is the safe one for in-process events: a handler's failure is
+// reported, and unrelated handlers, which may already have committed work of
+// their own, are not left half done. Config.FailFast selects the other
+// policy: the first failure cancels the context of the running handlers,
+// invocations not yet started are not started (DispatchError.NotStarted
+// counts them), and Send returns once the running ones have returned.
+//
+// A panic in a request handler, an event handler or a publisher is recovered
+// and reported as a *PanicError carrying the panic value and stack; the
+// process never crashes because of a handler. A follow-up returned together
+// with an error (or a panic) is discarded.
+//
+// # Cancellation
+//
+// If ctx is done when Send is called, the handler is not called. Once ctx is
+// done during the fan-out, invocations not yet started are not started,
+// waiting for a mediator-wide slot stops, and Send returns, after the running
+// invocations have returned, a *DispatchError whose Interrupted field is
+// ctx.Err() (errors.Is(err, context.Canceled) holds). Handlers receive the
+// caller's ctx (in fail-fast mode, a child of it) and should return promptly
+// when it is done; Send cannot return before they do.
+//
+// # Calling back into the mediator
+//
+// Request handlers and event handlers may call Send (or EventMediator.Send)
+// on the same mediator. A nested Send gets its own per-Send limit, so nesting
+// cannot exhaust it. When a MediatorWideLimit is set, an event handler holds
+// one of its slots while it runs; a nested Send made from it (with the ctx it
+// received) dispatches its events inline on that goroutine, within the slot
+// already held, so nesting cannot deadlock even with a limit of 1.
+package mediator

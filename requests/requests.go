@@ -1,0 +1,127 @@
+package requests
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	"github.com/gocqrs/cqrs/di"
+	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/internal/registry"
+)
+
+// Request is implemented by every request type whose handler answers with a
+// Res. A request type gets it by embedding [Returns]:
+//
+//	type PlaceOrder struct {
+//		requests.Returns[OrderID]
+//		Item string
+//	}
+//
+// The marker costs no memory and lets mediator.Send infer the response type
+// from the request, so call sites need neither type arguments nor assertions.
+type Request[Res any] interface {
+	responseType() Res
+}
+
+// Returns marks a request type as answered by a Res; embed it. It has no
+// fields and adds nothing to the size of the request when it is embedded
+// first.
+type Returns[Res any] struct{}
+
+func (Returns[Res]) responseType() (r Res) { return r }
+
+// Unit is the response of a request that answers with nothing but success or
+// failure, typically a command: embed Returns[Unit].
+type Unit struct{}
+
+// Handler handles requests of type Req and answers with a Res. Exactly one
+// handler is bound to each request type.
+//
+// Handle returns the events the request produced. The mediator dispatches them
+// after Handle returns and before the caller gets the response, and only if
+// err is nil. Returning events, rather than recording them on the handler,
+// keeps handlers stateless: one handler value serves every concurrent request.
+// It also makes handlers trivial to unit-test, since the emitted events are
+// part of the result.
+type Handler[Req Request[Res], Res any] interface {
+	Handle(ctx context.Context, req Req) (Res, []events.Event, error)
+}
+
+// HandlerFunc adapts a function to a [Handler].
+type HandlerFunc[Req Request[Res], Res any] func(ctx context.Context, req Req) (Res, []events.Event, error)
+
+// Handle calls f(ctx, req).
+func (f HandlerFunc[Req, Res]) Handle(ctx context.Context, req Req) (Res, []events.Event, error) {
+	return f(ctx, req)
+}
+
+// Map binds each request type to its one handler. Commands and queries share
+// one Map. Requests are matched by exact static type: a handler bound to
+// PlaceOrder does not receive *PlaceOrder.
+//
+// Binding never fails on the spot: problems (a second binding for a type, a
+// constructor of the wrong shape) are recorded and reported, all at once, by
+// bootstrap. The zero Map is empty and ready to use. A Map is not safe for
+// concurrent use; it is filled once, at start-up.
+type Map registry.Requests
+
+// Bind binds Req to the handler built by ctor, a constructor whose parameters
+// are resolved from the container at bootstrap and whose first result
+// implements [Handler][Req, Res] (an optional second result is an error). The
+// handler is built once and shared by every request. The response type is
+// inferred from Req:
+//
+//	requests.Bind[PlaceOrder](r, NewPlaceOrderHandler)
+func Bind[Req Request[Res], Res any](m *Map, ctor any) {
+	r := reg(m)
+	t := reflect.TypeFor[Req]()
+	if err := di.CheckConstructor(ctor, reflect.TypeFor[Handler[Req, Res]]()); err != nil {
+		r.Fail(fmt.Errorf("requests: bind %v: %w", t, err))
+		return
+	}
+	r.Add(registry.RequestEntry{
+		Type:   t,
+		Source: "constructor " + di.FuncName(ctor),
+		Build: func(c di.Container) (any, error) {
+			h, err := di.Construct[Handler[Req, Res]](c, ctor)
+			if err != nil {
+				return nil, err
+			}
+			return entry(h), nil
+		},
+	})
+}
+
+// BindHandler binds Req to h, an already built handler.
+func BindHandler[Req Request[Res], Res any](m *Map, h Handler[Req, Res]) {
+	r := reg(m)
+	t := reflect.TypeFor[Req]()
+	if registry.IsNil(h) {
+		r.Fail(fmt.Errorf("requests: bind %v: nil handler", t))
+		return
+	}
+	r.Add(registry.RequestEntry{
+		Type:   t,
+		Source: fmt.Sprintf("handler %T", h),
+		Build:  func(di.Container) (any, error) { return entry(h), nil },
+	})
+}
+
+// Len reports how many request types are bound.
+func (m *Map) Len() int { return reg(m).Len() }
+
+func reg(m *Map) *registry.Requests {
+	if m == nil {
+		panic("requests: Bind on a nil *requests.Map")
+	}
+	return (*registry.Requests)(m)
+}
+
+func entry[Req Request[Res], Res any](h Handler[Req, Res]) *registry.Request[Req, Res] {
+	return &registry.Request[Req, Res]{
+		Name:    fmt.Sprintf("%T", h),
+		Handle:  h.Handle,
+		Nilable: registry.Nilable(reflect.TypeFor[Req]()),
+	}
+}
