@@ -10,6 +10,7 @@ import (
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/internal/engine"
 	"github.com/gocqrs/cqrs/internal/registry"
+	"github.com/gocqrs/cqrs/internal/typeid"
 	"github.com/gocqrs/cqrs/requests"
 )
 
@@ -18,7 +19,7 @@ import (
 // package bootstrap (or [New]); use it with [Send]. It is safe for concurrent
 // use and immutable once built.
 type RequestMediator struct {
-	handlers map[reflect.Type]any
+	handlers map[typeid.ID]any // *registry.Request[Req, Res] by typeid.Of[Req]
 	engine   *engine.Engine
 	events   EventMediator
 }
@@ -41,10 +42,12 @@ func New(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*Requ
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	var handlers map[reflect.Type]any
+	handlers := map[typeid.ID]any{}
 	if reqs != nil {
-		h, err := (*registry.Requests)(reqs).Resolve(c)
-		handlers = h
+		byType, err := (*registry.Requests)(reqs).Resolve(c)
+		for t, h := range byType {
+			handlers[typeid.OfType(t)] = h
+		}
 		errs = append(errs, err)
 	}
 	eng, err := newEngine(c, evs, cfg)
@@ -126,7 +129,7 @@ func Send[Req requests.Request[Res], Res any](ctx context.Context, m *RequestMed
 	if ctx == nil {
 		return zero, ErrNilContext
 	}
-	b, ok := m.handlers[reflect.TypeFor[Req]()]
+	b, ok := m.handlers[typeid.Of[Req]()]
 	if !ok {
 		return zero, fmt.Errorf("%w for request %v", ErrHandlerNotFound, reflect.TypeFor[Req]())
 	}

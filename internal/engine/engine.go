@@ -32,6 +32,7 @@ import (
 
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/internal/registry"
+	"github.com/gocqrs/cqrs/internal/typeid"
 )
 
 // Options configures an Engine. The mediator validates them.
@@ -58,20 +59,33 @@ type Options struct {
 // Engine dispatches events to resolved handlers. It is safe for concurrent
 // use and holds no per-dispatch state.
 type Engine struct {
-	routes map[reflect.Type][]registry.EventHandler
+	byType map[reflect.Type][]registry.EventHandler
+	routes map[typeid.ID]binding // by typeid.OfValue of the event
 	opt    Options
 	global *semaphore.Weighted
 	log    *slog.Logger
 }
 
-// heldKey marks a context whose goroutine holds a mediator-wide slot of e.
-type heldKey struct{ e *Engine }
+// binding is the handlers of one event type.
+type binding struct {
+	hs      []registry.EventHandler
+	nilable bool // a value of the type may be a nil pointer, map...
+	notify  bool // the type implements events.NotificationEvent
+}
 
 var notificationType = reflect.TypeFor[events.NotificationEvent]()
 
+// heldKey marks a context whose goroutine holds a mediator-wide slot of e.
+type heldKey struct{ e *Engine }
+
 // New returns an engine over routes, which it does not copy.
 func New(routes map[reflect.Type][]registry.EventHandler, opt Options) *Engine {
-	e := &Engine{routes: routes, opt: opt, log: opt.Logger}
+	e := &Engine{byType: routes, routes: make(map[typeid.ID]binding, len(routes)), opt: opt, log: opt.Logger}
+	for t, hs := range routes {
+		if len(hs) > 0 && t.Kind() != reflect.Interface {
+			e.routes[typeid.OfValueType(t)] = binding{hs: hs, nilable: registry.Nilable(t), notify: t.Implements(notificationType)}
+		}
+	}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -82,11 +96,11 @@ func New(routes map[reflect.Type][]registry.EventHandler, opt Options) *Engine {
 }
 
 // HasHandlers reports whether at least one handler is bound to t.
-func (e *Engine) HasHandlers(t reflect.Type) bool { return len(e.routes[t]) > 0 }
+func (e *Engine) HasHandlers(t reflect.Type) bool { return len(e.byType[t]) > 0 }
 
 // Routes returns the resolved handlers per event type. It must not be
 // modified.
-func (e *Engine) Routes() map[reflect.Type][]registry.EventHandler { return e.routes }
+func (e *Engine) Routes() map[reflect.Type][]registry.EventHandler { return e.byType }
 
 // Dispatch dispatches evs, emitted by a request handler, and every follow-up,
 // and returns when all are done. It returns nil or a *DispatchError.
@@ -148,15 +162,22 @@ func (r *route) steps() int {
 // route resolves ev at depth. It returns an error for a nil event or one
 // nested too deep; an event with no handler resolves to zero steps.
 func (e *Engine) route(ev any, depth int, incoming bool) (route, error) {
-	if registry.IsNil(ev) {
+	if ev == nil {
 		return route{}, &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
+	}
+	b := e.routes[typeid.OfValue(ev)]
+	if b.nilable && registry.IsNil(ev) {
+		return route{}, &HandlerError{EventType: reflect.TypeOf(ev), Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
 	t := reflect.TypeOf(ev)
 	if depth > e.opt.MaxDepth {
 		return route{}, &DepthError{EventType: t, Event: ev, Depth: depth, Max: e.opt.MaxDepth}
 	}
-	r := route{ev: ev, t: t, hs: e.routes[t]}
-	r.publish = !incoming && t.Implements(notificationType)
+	r := route{ev: ev, t: t, hs: b.hs, publish: b.notify}
+	if b.hs == nil {
+		_, r.publish = ev.(events.NotificationEvent)
+	}
+	r.publish = r.publish && !incoming
 	if !r.publish && len(r.hs) == 0 {
 		e.log.LogAttrs(context.Background(), slog.LevelWarn, "cqrs: no handler for event",
 			slog.String("event_type", t.String()))
@@ -169,12 +190,8 @@ func (e *Engine) route(ev any, depth int, incoming bool) (route, error) {
 func (e *Engine) countSteps(evs []any, incoming bool) int {
 	n := 0
 	for _, ev := range evs {
-		if registry.IsNil(ev) {
-			continue
-		}
-		t := reflect.TypeOf(ev)
-		n += len(e.routes[t])
-		if !incoming && t.Implements(notificationType) {
+		n += len(e.routes[typeid.OfValue(ev)].hs)
+		if _, ok := ev.(events.NotificationEvent); ok && !incoming {
 			n++
 		}
 	}

@@ -1,0 +1,175 @@
+package mediator_test
+
+import (
+	"context"
+	"testing"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gocqrs/cqrs/bootstrap"
+	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/mediator"
+	"github.com/gocqrs/cqrs/requests"
+)
+
+// Each benchmark has its baseline beside it: the same work done by hand.
+
+type benchQuery struct {
+	requests.Returns[int]
+	N int
+}
+
+type benchEmit struct {
+	requests.Returns[int]
+}
+
+type benchEvent struct{ N int }
+
+type benchQueryHandler struct{}
+
+func (benchQueryHandler) Handle(_ context.Context, q benchQuery) (int, []events.Event, error) {
+	return q.N + 1, nil, nil
+}
+
+type benchEmitHandler struct{ evs []events.Event }
+
+func (h benchEmitHandler) Handle(context.Context, benchEmit) (int, []events.Event, error) {
+	return 1, h.evs, nil
+}
+
+type benchNoop struct{}
+
+func (benchNoop) Handle(context.Context, benchEvent) ([]events.Event, error) { return nil, nil }
+
+func benchMediator(b *testing.B, handlers int, opts ...bootstrap.Option) *mediator.RequestMediator {
+	b.Helper()
+	evs := []events.Event{benchEvent{1}, benchEvent{2}, benchEvent{3}, benchEvent{4}}
+	opts = append(opts,
+		bootstrap.WithQueries(func(r *requests.Map) {
+			requests.BindHandler(r, requests.Handler[benchQuery, int](benchQueryHandler{}))
+			requests.BindHandler(r, requests.Handler[benchEmit, int](benchEmitHandler{evs: evs}))
+		}),
+		bootstrap.WithDomainEvents(func(m *events.Map) {
+			for range handlers {
+				// Distinct values: the same value twice would be a duplicate binding.
+				events.BindHandler(m, events.HandlerFunc[benchEvent](func(context.Context, benchEvent) ([]events.Event, error) { return nil, nil }))
+			}
+		}),
+	)
+	m, err := bootstrap.Bootstrap(nil, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+func BenchmarkSend(b *testing.B) {
+	ctx := context.Background()
+	b.Run("baseline=direct-call", func(b *testing.B) {
+		var h requests.Handler[benchQuery, int] = benchQueryHandler{}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := h.Handle(ctx, benchQuery{N: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("mediator", func(b *testing.B) {
+		m := benchMediator(b, 0)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := mediator.Send(ctx, m, benchQuery{N: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("mediator-parallel", func(b *testing.B) {
+		m := benchMediator(b, 0)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := mediator.Send(ctx, m, benchQuery{N: 1}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkSendEvents: a handler emits 4 events, one no-op handler each.
+func BenchmarkSendEvents(b *testing.B) {
+	ctx := context.Background()
+	evs := []events.Event{benchEvent{1}, benchEvent{2}, benchEvent{3}, benchEvent{4}}
+	var h events.Handler[benchEvent] = benchNoop{}
+	b.Run("baseline=plain-loop", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, e := range evs {
+				if _, err := h.Handle(ctx, e.(benchEvent)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("baseline=errgroup-limit-4", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(4)
+			for _, e := range evs {
+				g.Go(func() error { _, err := h.Handle(gctx, e.(benchEvent)); return err })
+			}
+			if err := g.Wait(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sequential", func(b *testing.B) {
+		m := benchMediator(b, 1, bootstrap.WithConcurrentEventHandling(false))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := mediator.Send(ctx, m, benchEmit{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel-limit-4", func(b *testing.B) {
+		m := benchMediator(b, 1, bootstrap.WithMaxConcurrentEventHandlers(4))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := mediator.Send(ctx, m, benchEmit{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkEventMediator: one incoming event to 4 no-op handlers.
+func BenchmarkEventMediator(b *testing.B) {
+	ctx := context.Background()
+	hs := make([]events.Handler[benchEvent], 4)
+	for i := range hs {
+		hs[i] = benchNoop{}
+	}
+	var ev events.Event = benchEvent{1}
+	b.Run("baseline=plain-loop", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, h := range hs {
+				if _, err := h.Handle(ctx, ev.(benchEvent)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("sequential", func(b *testing.B) {
+		em := benchMediator(b, 4, bootstrap.WithConcurrentEventHandling(false)).Events()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := em.Send(ctx, ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
