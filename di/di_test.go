@@ -283,7 +283,7 @@ func TestConstructInvalidShapes(t *testing.T) {
 		"three results":          func() (*englishGreeter, int, error) { return &englishGreeter{}, 0, nil },
 		"no result":              func() {},
 		"second result no error": func() (*englishGreeter, int) { return &englishGreeter{}, 0 },
-		"error first":            func() (error, *englishGreeter) { return nil, &englishGreeter{} },
+		"error first":            func() (error, *englishGreeter) { return nil, &englishGreeter{} }, //nolint:staticcheck // ST1008: the wrong shape is what this case tests
 	}
 	for name, ctor := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -320,7 +320,9 @@ func TestCheckConstructorAcceptsValidShapes(t *testing.T) {
 
 type containerFunc func(function any, opts ...dig.InvokeOption) error
 
-func (f containerFunc) Invoke(function any, opts ...dig.InvokeOption) error { return f(function, opts...) }
+func (f containerFunc) Invoke(function any, opts ...dig.InvokeOption) error {
+	return f(function, opts...)
+}
 
 func TestConstructMissingDependencyThroughDig(t *testing.T) {
 	t.Parallel()

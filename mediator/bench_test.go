@@ -106,7 +106,8 @@ func BenchmarkSendEvents(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			for _, e := range evs {
-				if _, err := h.Handle(ctx, e.(benchEvent)); err != nil {
+				ev, _ := e.(benchEvent)
+				if _, err := h.Handle(ctx, ev); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -118,7 +119,11 @@ func BenchmarkSendEvents(b *testing.B) {
 			g, gctx := errgroup.WithContext(ctx)
 			g.SetLimit(4)
 			for _, e := range evs {
-				g.Go(func() error { _, err := h.Handle(gctx, e.(benchEvent)); return err })
+				g.Go(func() error {
+					ev, _ := e.(benchEvent)
+					_, err := h.Handle(gctx, ev)
+					return err
+				})
 			}
 			if err := g.Wait(); err != nil {
 				b.Fatal(err)
@@ -157,7 +162,8 @@ func BenchmarkEventMediator(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			for _, h := range hs {
-				if _, err := h.Handle(ctx, ev.(benchEvent)); err != nil {
+				e, _ := ev.(benchEvent)
+				if _, err := h.Handle(ctx, e); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -12,9 +12,10 @@
 //
 // Parallel mode keeps a FIFO queue of tasks and at most Limit workers: the
 // caller's goroutine is one worker and the others are errgroup goroutines
-// (SetLimit(Limit-1)), started only while there is queued work and a free
-// slot. A task is one handler invocation (handlers in parallel) or one event
-// with all its handlers in bind order (handlers serial). Follow-ups are queued
+// (counted, with the caller, by run.workers; the group itself has no limit),
+// started only while there is queued work and a free slot. A task is one
+// handler invocation (handlers in parallel) or one event with all its
+// handlers in bind order (handlers serial). Follow-ups are queued
 // as soon as the invocation that produced them returns. Since each worker runs
 // one invocation at a time, at most Limit invocations run at once, and no
 // goroutine ever waits for a slot: queued work waits in the queue.
@@ -166,7 +167,9 @@ func (e *Engine) route(ev any, depth int, incoming bool) (route, error) {
 		return route{}, &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
 	b := e.routes[typeid.OfValue(ev)]
-	if b.nilable && registry.IsNil(ev) {
+	// An unbound type is checked too: a nil *T must not be reported as an
+	// event with no handler, nor a nil notification be published.
+	if (b.nilable || b.hs == nil) && registry.IsNil(ev) {
 		return route{}, &HandlerError{EventType: reflect.TypeOf(ev), Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
 	t := reflect.TypeOf(ev)
@@ -238,12 +241,11 @@ func (e *Engine) stepName(r *route, s int) string {
 	return r.hs[s].Name
 }
 
+// acquire takes a mediator-wide slot, if there is such a limit and the
+// caller does not already hold one. The caller has checked ctx.Err().
 func (e *Engine) acquire(ctx context.Context, inherited bool) error {
 	if e.global == nil || inherited {
 		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
 	}
 	return e.global.Acquire(ctx, 1)
 }
@@ -261,10 +263,6 @@ func (e *Engine) sequential(ctx, hctx context.Context, level []any, incoming, in
 	for depth := 1; len(level) > 0; depth++ {
 		var next []any
 		for i, ev := range level {
-			if ctx.Err() != nil {
-				notStarted += e.countSteps(level[i:], incoming && depth == 1) + e.countSteps(next, false)
-				return e.result(ctx, fails, notStarted)
-			}
 			r, err := e.route(ev, depth, incoming && depth == 1)
 			if err != nil {
 				fails = append(fails, err)
@@ -276,7 +274,11 @@ func (e *Engine) sequential(ctx, hctx context.Context, level []any, incoming, in
 			}
 			n := r.steps()
 			for s := range n {
-				if err := e.acquire(ctx, inherited); err != nil {
+				err := ctx.Err()
+				if err == nil {
+					err = e.acquire(ctx, inherited)
+				}
+				if err != nil {
 					notStarted += n - s + e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
 					return e.result(ctx, fails, notStarted)
 				}
@@ -343,7 +345,9 @@ func (e *Engine) parallel(ctx context.Context, evs []any, incoming bool) error {
 	if e.global != nil {
 		r.hctx = context.WithValue(r.ctx, heldKey{e}, struct{}{})
 	}
-	r.g.SetLimit(r.limit - 1)
+	// No r.g.SetLimit: r.workers bounds the workers. A limit on the group
+	// would make a worker that spawns another after the calling goroutine
+	// ran out of work wait in g.Go for the slot it holds itself: deadlock.
 	r.mu.Lock()
 	for _, ev := range evs {
 		r.push(ev, 1, incoming)
