@@ -35,6 +35,20 @@ type settings struct {
 	errs      []error
 }
 
+// optionError marks a configuration problem as an option error too.
+type optionError struct{ err error }
+
+func (e optionError) Error() string        { return "bootstrap: invalid option: " + e.err.Error() }
+func (e optionError) Unwrap() error        { return e.err }
+func (e optionError) Is(target error) bool { return target == ErrInvalidOption }
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
 func (s *settings) fail(format string, args ...any) {
 	s.errs = append(s.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...))
 }
@@ -77,7 +91,7 @@ func WithDomainEvents(mapper func(*events.Map)) Option {
 // message broker). Without one, emitting a notification event is an error.
 func WithPublisher(p events.Publisher) Option {
 	return optionFunc(func(s *settings) {
-		if p == nil {
+		if registry.IsNil(p) {
 			s.fail("WithPublisher(nil)")
 			return
 		}
@@ -161,9 +175,28 @@ func apply(base mediator.Config, opts []Option) *settings {
 		o.apply(s)
 	}
 	if err := s.cfg.Validate(); err != nil {
-		s.errs = append(s.errs, err)
+		// One error per problem, each matching both ErrInvalidOption and
+		// mediator.ErrInvalidConfig.
+		for _, e := range unjoin(err) {
+			s.errs = append(s.errs, optionError{e})
+		}
 	}
 	return s
+}
+
+// maps applies the mappers and reports, at once, every problem found
+// without running user code: invalid options, then binding mistakes.
+func (s *settings) maps() (*requests.Map, *events.Map, error) {
+	var reqs requests.Map
+	for _, f := range s.commands {
+		f(&reqs)
+	}
+	for _, f := range s.queries {
+		f(&reqs)
+	}
+	evs := s.mapEvents()
+	err := errors.Join(append(s.errs, (*registry.Requests)(&reqs).Err(), (*registry.Events)(evs).Err())...)
+	return &reqs, evs, err
 }
 
 func (s *settings) mapEvents() *events.Map {
@@ -183,12 +216,15 @@ func (s *settings) startup() error {
 	return nil
 }
 
-// Bootstrap builds a RequestMediator: it validates the options, runs the
-// start-up hooks, applies the command, query and event mappers, and resolves
-// every handler from c, once. Every problem (invalid options, duplicate
-// bindings, constructors of the wrong shape, missing dependencies with dig's
-// dependency path) is reported at once, in one error; no request ever fails
-// for a reason bootstrap could have seen.
+// Bootstrap builds a RequestMediator: it validates the options, applies the
+// command, query and event mappers, runs the start-up hooks, and builds every
+// handler from c, once. Problems are reported in two rounds, each in one
+// error listing all of them: first everything found without running user
+// code (invalid options, duplicate bindings, constructors of the wrong
+// shape); if there is none, the hooks run and every handler is built, and
+// every constructor that fails or misses a dependency (with dig's dependency
+// path) is reported. No request ever fails for a reason bootstrap could have
+// seen.
 //
 // The defaults are those of [mediator.DefaultConfig]: at most one event
 // handler at a time per Send, concurrency enabled, handlers of one event in
@@ -197,23 +233,14 @@ func (s *settings) startup() error {
 // c may be nil when every handler is bound as a value (BindHandler).
 func Bootstrap(c di.Container, opts ...Option) (*mediator.RequestMediator, error) {
 	s := apply(mediator.DefaultConfig(), opts)
-	var reqs requests.Map
-	for _, f := range s.commands {
-		f(&reqs)
-	}
-	for _, f := range s.queries {
-		f(&reqs)
-	}
-	evs := s.mapEvents()
-	// Report every problem found without running user code at once:
-	// options, then bindings.
-	if err := errors.Join(append(s.errs, (*registry.Requests)(&reqs).Err(), (*registry.Events)(evs).Err())...); err != nil {
+	reqs, evs, err := s.maps()
+	if err != nil {
 		return nil, err
 	}
 	if err := s.startup(); err != nil {
 		return nil, err
 	}
-	return mediator.New(c, &reqs, evs, s.cfg)
+	return mediator.New(c, reqs, evs, s.cfg)
 }
 
 // Events builds an EventMediator for consuming events received from outside
@@ -232,4 +259,21 @@ func Events(c di.Container, opts ...Option) (*mediator.EventMediator, error) {
 		return nil, err
 	}
 	return mediator.NewEventMediator(c, evs, s.cfg)
+}
+
+// Streaming builds a StreamingRequestMediator, like [Bootstrap] does a
+// RequestMediator, with the streaming defaults of
+// [mediator.DefaultStreamingConfig] (up to 10 event handlers at once per
+// item, concurrency enabled). Bind stream handlers with requests.BindStream
+// in the command or query mappers; the same options apply.
+func Streaming(c di.Container, opts ...Option) (*mediator.StreamingRequestMediator, error) {
+	s := apply(mediator.DefaultStreamingConfig(), opts)
+	reqs, evs, err := s.maps()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.startup(); err != nil {
+		return nil, err
+	}
+	return mediator.NewStreaming(c, reqs, evs, s.cfg)
 }

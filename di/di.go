@@ -48,6 +48,10 @@ func Resolve[T any](c Container) (T, error) {
 // objects (dig.In) work as they do with dig. A panic inside ctor is returned
 // as an error. The returned error names ctor and, for dig, carries dig's
 // description of the dependency path.
+//
+// Only ctor itself is protected against panics: a panic in a dig provider of
+// one of its dependencies propagates unless the container was created with
+// dig.RecoverFromPanics().
 func Construct[T any](c Container, ctor any) (T, error) {
 	var out T
 	want := reflect.TypeFor[T]()
@@ -69,7 +73,11 @@ func Construct[T any](c Container, ctor any) (T, error) {
 			var err error
 			defer func() {
 				if r := recover(); r != nil {
-					err = fmt.Errorf("di: %s panicked: %v\n%s", name, r, debug.Stack())
+					if perr, ok := r.(error); ok {
+						err = fmt.Errorf("di: %s panicked: %w\n%s", name, perr, debug.Stack())
+					} else {
+						err = fmt.Errorf("di: %s panicked: %v\n%s", name, r, debug.Stack())
+					}
 				}
 				results = []reflect.Value{reflect.ValueOf(&err).Elem()}
 			}()

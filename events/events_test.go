@@ -500,3 +500,20 @@ func TestHandlerFuncCallsFunction(t *testing.T) {
 	assert.Equal(t, itemShipped{Item: "z"}, got)
 	assert.Equal(t, []events.Event{itemReturned{Item: "z"}}, fus)
 }
+
+func TestBindSameConstructorTwiceIsReportedBeforeItRuns(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	newHandler := func() events.Handler[dupEvent] {
+		calls++
+		return events.HandlerFunc[dupEvent](func(context.Context, dupEvent) ([]events.Event, error) { return nil, nil })
+	}
+	_, err := bootstrap.Bootstrap(nil, bootstrap.WithDomainEvents(func(m *events.Map) {
+		events.Bind[dupEvent](m, newHandler)
+		events.Bind[dupEvent](m, newHandler)
+	}))
+	require.ErrorIs(t, err, events.ErrDuplicateBinding)
+	require.Zero(t, calls, "the duplicate is found before any constructor runs")
+}
+
+type dupEvent struct{}

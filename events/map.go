@@ -9,10 +9,18 @@ import (
 	"github.com/gocqrs/cqrs/internal/registry"
 )
 
+// ErrDuplicateBinding is matched by the bootstrap error reporting a handler
+// bound twice to one event type (or a request type bound twice).
+var ErrDuplicateBinding = registry.ErrDuplicate
+
 // Map binds event types to their handlers, in bind order, which is the order
 // in which the handlers of one event run when handlers run serially. Several
 // handlers may be bound to one event type; binding the same handler twice to
-// one type is an error. Events are matched by exact dynamic type: a handler
+// one type is an error matching [ErrDuplicateBinding]. "The same handler" is
+// the same constructor (closures made by one func literal count as one
+// constructor; bind such handlers as values), an equal handler value (the
+// same pointer, or equal comparable values), or two constructors that build
+// an equal value (for instance, both return one shared instance). Events are matched by exact dynamic type: a handler
 // bound to OrderPlaced does not receive *OrderPlaced.
 //
 // Binding never fails on the spot: problems are recorded and reported, all at
@@ -34,6 +42,7 @@ func Bind[E any](m *Map, ctor any) {
 	r.Add(registry.EventEntry{
 		Type:   t,
 		Source: "constructor " + di.FuncName(ctor),
+		Key:    registry.KeyOf(ctor, true),
 		Build: func(c di.Container) (registry.EventHandler, error) {
 			h, err := di.Construct[Handler[E]](c, ctor)
 			if err != nil {
@@ -55,6 +64,7 @@ func BindHandler[E any](m *Map, h Handler[E]) {
 	r.Add(registry.EventEntry{
 		Type:   t,
 		Source: fmt.Sprintf("handler %T", h),
+		Key:    registry.KeyOf(h, false),
 		Build:  func(di.Container) (registry.EventHandler, error) { return entry(h), nil },
 	})
 }

@@ -88,9 +88,12 @@
 // default is the safe one for in-process events: a handler's failure is
 // reported, and unrelated handlers, which may already have committed work of
 // their own, are not left half done. Config.FailFast selects the other
-// policy: the first failure cancels the context of the running handlers,
-// invocations not yet started are not started (DispatchError.NotStarted
-// counts them), and Send returns once the running ones have returned.
+// policy: after the first failure no invocation is started
+// (DispatchError.NotStarted counts them); in parallel mode the context of the
+// handlers still running is cancelled, with the failure as its cause, and
+// Send returns once they have returned. Those handlers may report
+// context.Canceled themselves; DispatchError.Interrupted, not errors.Is, tells
+// whether the caller's context was done.
 //
 // A panic in a request handler, an event handler or a publisher is recovered
 // and reported as a *PanicError carrying the panic value and stack; the
@@ -103,7 +106,9 @@
 // done during the fan-out, invocations not yet started are not started,
 // waiting for a mediator-wide slot stops, and Send returns, after the running
 // invocations have returned, a *DispatchError whose Interrupted field is
-// ctx.Err() (errors.Is(err, context.Canceled) holds). Handlers receive the
+// ctx.Err() (errors.Is(err, context.Canceled) holds). If every invocation had
+// already started, nothing was skipped and Send reports only what the
+// handlers returned. Handlers receive the
 // caller's ctx (in fail-fast mode, a child of it) and should return promptly
 // when it is done; Send cannot return before they do.
 //

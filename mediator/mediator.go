@@ -42,14 +42,8 @@ func New(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*Requ
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	handlers := map[typeid.ID]any{}
-	if reqs != nil {
-		byType, err := (*registry.Requests)(reqs).Resolve(c)
-		for t, h := range byType {
-			handlers[typeid.OfType(t)] = h
-		}
-		errs = append(errs, err)
-	}
+	handlers, err := resolveRequests(c, reqs)
+	errs = append(errs, err)
 	eng, err := newEngine(c, evs, cfg)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
@@ -72,6 +66,18 @@ func NewEventMediator(c di.Container, evs *events.Map, cfg Config) (*EventMediat
 		return nil, err
 	}
 	return &EventMediator{engine: eng}, nil
+}
+
+func resolveRequests(c di.Container, reqs *requests.Map) (map[typeid.ID]any, error) {
+	handlers := map[typeid.ID]any{}
+	if reqs == nil {
+		return handlers, nil
+	}
+	byType, err := (*registry.Requests)(reqs).Resolve(c)
+	for t, h := range byType {
+		handlers[typeid.OfType(t)] = h
+	}
+	return handlers, err
 }
 
 func newEngine(c di.Container, evs *events.Map, cfg Config) (*engine.Engine, error) {
@@ -111,11 +117,12 @@ func (m *RequestMediator) Events() *EventMediator {
 // follow-up, has been dispatched (see the package documentation). The
 // outcomes:
 //
-//   - the handler fails: its error (a *PanicError if it panicked), the zero
-//     response, no event dispatched;
+//   - the handler fails: its error, the zero response, no event dispatched;
+//     if it panicked, an error wrapping a *PanicError (use errors.As);
 //   - it succeeds and every event is handled: the response and nil;
 //   - it succeeds and the fan-out is not fully successful: the response and
-//     a *DispatchError;
+//     a *DispatchError (Failures lists what failed; Interrupted is ctx's
+//     error if ctx was done before every invocation started);
 //   - no handler is bound to the request's type: ErrHandlerNotFound;
 //   - ctx is already done: its error, and the handler is not called.
 //

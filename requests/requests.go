@@ -56,6 +56,10 @@ func (f HandlerFunc[Req, Res]) Handle(ctx context.Context, req Req) (Res, []even
 	return f(ctx, req)
 }
 
+// ErrDuplicateBinding is matched by the bootstrap error reporting a request
+// type bound twice (or a handler bound twice to one event type).
+var ErrDuplicateBinding = registry.ErrDuplicate
+
 // Map binds each request type to its one handler. Commands and queries share
 // one Map. Requests are matched by exact static type: a handler bound to
 // PlaceOrder does not receive *PlaceOrder.

@@ -11,9 +11,10 @@
 // all their follow-ups. It allocates only the follow-up slices and errors.
 //
 // Parallel mode keeps a FIFO queue of tasks and at most Limit workers: the
-// caller's goroutine is one worker and the others are errgroup goroutines
-// (counted, with the caller, by run.workers; the group itself has no limit),
-// started only while there is queued work and a free slot. A task is one
+// caller's goroutine is one worker and the others are errgroup goroutines,
+// started only while there is queued work and a free slot. run.workers
+// counts the workers, the caller included, and keeps them at most Limit; the
+// group's own limit (SetLimit(Limit)) is a structural backstop. A task is one
 // handler invocation (handlers in parallel) or one event with all its
 // handlers in bind order (handlers serial). Follow-ups are queued
 // as soon as the invocation that produced them returns. Since each worker runs
@@ -193,6 +194,9 @@ func (e *Engine) route(ev any, depth int, incoming bool) (route, error) {
 func (e *Engine) countSteps(evs []any, incoming bool) int {
 	n := 0
 	for _, ev := range evs {
+		if registry.IsNil(ev) {
+			continue
+		}
 		n += len(e.routes[typeid.OfValue(ev)].hs)
 		if _, ok := ev.(events.NotificationEvent); ok && !incoming {
 			n++
@@ -263,6 +267,10 @@ func (e *Engine) sequential(ctx, hctx context.Context, level []any, incoming, in
 	for depth := 1; len(level) > 0; depth++ {
 		var next []any
 		for i, ev := range level {
+			if ctx.Err() != nil {
+				notStarted += e.countSteps(level[i:], incoming && depth == 1) + e.countSteps(next, false)
+				return e.result(ctx, fails, notStarted)
+			}
 			r, err := e.route(ev, depth, incoming && depth == 1)
 			if err != nil {
 				fails = append(fails, err)
@@ -345,9 +353,13 @@ func (e *Engine) parallel(ctx context.Context, evs []any, incoming bool) error {
 	if e.global != nil {
 		r.hctx = context.WithValue(r.ctx, heldKey{e}, struct{}{})
 	}
-	// No r.g.SetLimit: r.workers bounds the workers. A limit on the group
-	// would make a worker that spawns another after the calling goroutine
-	// ran out of work wait in g.Go for the slot it holds itself: deadlock.
+	// r.workers bounds the workers, the caller included, to r.limit. The
+	// group's limit must leave room for r.limit goroutines, not r.limit-1:
+	// once the caller has run out of work and left, the other workers may
+	// spawn up to r.limit of them, and a worker waiting in g.Go for a slot
+	// only it could free would deadlock. With r.limit, g.Go waits at most for
+	// a worker that has already left the loop and is returning.
+	r.g.SetLimit(r.limit)
 	r.mu.Lock()
 	for _, ev := range evs {
 		r.push(ev, 1, incoming)

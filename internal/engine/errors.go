@@ -82,12 +82,15 @@ type DispatchError struct {
 	// Failures holds a *HandlerError or *DepthError per failure, in the
 	// order they were observed.
 	Failures []error
-	// NotStarted counts events whose handlers were not all started because
-	// the context was cancelled or, in fail-fast mode, an earlier handler
-	// failed.
+	// NotStarted counts the invocations (handler calls and publications)
+	// that were never started because the caller's context was done or, in
+	// fail-fast mode, an earlier invocation failed.
 	NotStarted int
-	// Interrupted is the context's error when the fan-out stopped because
-	// the caller's context was cancelled.
+	// Interrupted is the caller's context error when the fan-out stopped
+	// early because that context was done; it is nil when every invocation
+	// started. It is the reliable test for "the caller cancelled": in
+	// fail-fast mode, handlers cancelled because of another failure may
+	// themselves report context.Canceled among Failures.
 	Interrupted error
 }
 
@@ -101,7 +104,7 @@ func (e *DispatchError) Error() string {
 		if len(e.Failures) > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%d event(s) not fully dispatched", e.NotStarted)
+		fmt.Fprintf(&b, "%d invocation(s) not started", e.NotStarted)
 	}
 	if e.Interrupted != nil {
 		fmt.Fprintf(&b, " (interrupted: %v)", e.Interrupted)

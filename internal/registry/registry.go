@@ -27,6 +27,16 @@ type Request[Req, Res any] struct {
 	Nilable bool
 }
 
+// Stream is the resolved, typed stream handler of one request type.
+type Stream[Req, Res any] struct {
+	// Name describes the handler in errors.
+	Name string
+	// Stream is the handler's Stream method.
+	Stream func(ctx context.Context, req Req, yield func(Res, []any) bool) ([]any, error)
+	// Nilable reports whether Req can hold nil.
+	Nilable bool
+}
+
 // RequestEntry is one recorded request binding, resolved at bootstrap.
 type RequestEntry struct {
 	Type   reflect.Type
@@ -91,7 +101,27 @@ type EventHandler struct {
 type EventEntry struct {
 	Type   reflect.Type
 	Source string
-	Build  func(c di.Container) (EventHandler, error)
+	// Key identifies what was bound, to reject the same binding twice
+	// before anything is built: the handler value, or a ConstructorKey. Nil
+	// when the value is not comparable.
+	Key   any
+	Build func(c di.Container) (EventHandler, error)
+}
+
+// ConstructorKey identifies a constructor by its code pointer. Closures made
+// by one func literal share it.
+type ConstructorKey uintptr
+
+// KeyOf returns the EventEntry.Key of a bound handler value or constructor.
+func KeyOf(v any, constructor bool) any {
+	rv := reflect.ValueOf(v)
+	if constructor {
+		return ConstructorKey(rv.Pointer())
+	}
+	if !rv.IsValid() || !rv.Comparable() {
+		return nil
+	}
+	return v
 }
 
 // Events records event-handler bindings in bind order. The zero value is
@@ -102,8 +132,17 @@ type Events struct {
 	errs    []error
 }
 
-// Add appends a binding for e.Type.
+// Add appends a binding for e.Type, or records an error if the same handler
+// or constructor is already bound to it.
 func (r *Events) Add(e EventEntry) {
+	if e.Key != nil {
+		for _, prev := range r.entries[e.Type] {
+			if prev.Key == e.Key {
+				r.errs = append(r.errs, fmt.Errorf("events: %w: %s is bound to %v twice", ErrDuplicate, e.Source, e.Type))
+				return
+			}
+		}
+	}
 	if r.entries == nil {
 		r.entries = make(map[reflect.Type][]EventEntry)
 	}

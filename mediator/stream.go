@@ -1,0 +1,204 @@
+package mediator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"reflect"
+
+	"github.com/gocqrs/cqrs/di"
+	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/internal/engine"
+	"github.com/gocqrs/cqrs/internal/registry"
+	"github.com/gocqrs/cqrs/internal/typeid"
+	"github.com/gocqrs/cqrs/requests"
+)
+
+// DefaultMaxConcurrentStreamEventHandlers is the default per-item limit of a
+// StreamingRequestMediator, from python-cqrs.
+const DefaultMaxConcurrentStreamEventHandlers = 10
+
+// DefaultStreamingConfig returns the defaults of a StreamingRequestMediator:
+// those of [DefaultConfig] with MaxConcurrentEventHandlers 10.
+func DefaultStreamingConfig() Config {
+	c := DefaultConfig()
+	c.MaxConcurrentEventHandlers = DefaultMaxConcurrentStreamEventHandlers
+	return c
+}
+
+// StreamingRequestMediator runs stream handlers (requests.StreamHandler) and
+// dispatches the events produced for each item before the item reaches the
+// consumer. Build one with bootstrap.Streaming (or [NewStreaming]); use it
+// with [Stream]. It is safe for concurrent use.
+type StreamingRequestMediator struct {
+	handlers map[typeid.ID]any // *registry.Stream[Req, Res] by typeid.Of[Req]
+	engine   *engine.Engine
+	failFast bool
+}
+
+// NewStreaming resolves every handler bound in reqs and evs from c and
+// returns a StreamingRequestMediator, reporting every problem at once.
+// Request types bound to plain handlers are ignored by [Stream]. Most
+// programs call bootstrap.Streaming instead.
+func NewStreaming(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*StreamingRequestMediator, error) {
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	handlers, err := resolveRequests(c, reqs)
+	errs = append(errs, err)
+	eng, err := newEngine(c, evs, cfg)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &StreamingRequestMediator{handlers: handlers, engine: eng, failFast: cfg.FailFast}, nil
+}
+
+// Stream runs the stream handler bound to the type of req and returns its
+// items as an iterator, for a range loop:
+//
+//	for p, err := range mediator.Stream(ctx, sm, Import{File: f}) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(p.Percent)
+//	}
+//
+// Nothing runs until the loop starts; each loop runs the handler anew. The
+// contract, per item n:
+//
+//  1. the handler yields item n with its events;
+//  2. those events, and their follow-ups, are dispatched with the same
+//     fan-out engine and settings as [Send], and all are done;
+//  3. only then does the consumer receive item n.
+//
+// Events the handler returns after its last item are dispatched before the
+// stream ends. Errors end the stream, except event failures:
+//
+//   - the handler fails or panics: the stream ends with (zero, err); items
+//     already delivered stay delivered, and the events it returned with the
+//     error are not dispatched;
+//   - the events of item n are not all handled: the consumer receives item n
+//     together with the *DispatchError (the item is valid, as with Send).
+//     The stream goes on if the consumer goes on, unless the fan-out was
+//     interrupted by ctx or stopped by fail-fast: then that pair is the last.
+//   - the events returned after the last item are not all handled: the
+//     stream ends with (zero, *DispatchError);
+//   - ctx is done: the handler's context is cancelled, the handler should
+//     return, and the stream ends with (zero, ctx.Err()) unless the handler
+//     reported an error of its own;
+//   - no stream handler is bound to the type: (zero, ErrHandlerNotFound),
+//     and likewise ErrNilRequest, ErrNilContext, ErrNilMediator.
+//
+// When the consumer leaves the loop early, yield returns false to the
+// handler, the handler's context is cancelled, nothing more is dispatched,
+// and the handler must return; the loop exits once it has. No goroutine is
+// started by the stream itself; those of a parallel fan-out are finished
+// before each item is delivered.
+func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *StreamingRequestMediator, req Req) iter.Seq2[Res, error] {
+	return func(yield func(Res, error) bool) {
+		var zero Res
+		h, err := lookupStream[Req, Res](ctx, m, req)
+		if err != nil {
+			yield(zero, err)
+			return
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		s := streamRun[Res]{m: m, ctx: sctx, cancel: cancel, caller: ctx, yield: yield}
+		late, err := s.run(func() ([]any, error) { return h.Stream(sctx, req, s.item) }, h.Name)
+		switch {
+		case s.stopped:
+			return
+		case err != nil:
+			yield(zero, err)
+		case ctx.Err() != nil:
+			yield(zero, ctx.Err())
+		case len(late) > 0:
+			if err := m.engine.Dispatch(sctx, late); err != nil {
+				yield(zero, err)
+			}
+		}
+	}
+}
+
+func lookupStream[Req requests.Request[Res], Res any](ctx context.Context, m *StreamingRequestMediator, req Req) (*registry.Stream[Req, Res], error) {
+	if m == nil {
+		return nil, ErrNilMediator
+	}
+	if ctx == nil {
+		return nil, ErrNilContext
+	}
+	b, ok := m.handlers[typeid.Of[Req]()]
+	if !ok {
+		return nil, fmt.Errorf("%w for stream request %v", ErrHandlerNotFound, reflect.TypeFor[Req]())
+	}
+	h, ok := b.(*registry.Stream[Req, Res])
+	if !ok {
+		return nil, fmt.Errorf("%w: %v is bound to a plain handler, not a stream handler; use Send", ErrHandlerNotFound, reflect.TypeFor[Req]())
+	}
+	if h.Nilable && registry.IsNil(req) {
+		return nil, fmt.Errorf("%w of type %v", ErrNilRequest, reflect.TypeFor[Req]())
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// streamRun is the state of one iteration of a stream.
+type streamRun[Res any] struct {
+	m          *StreamingRequestMediator
+	ctx        context.Context // the handler's: cancelled when the stream ends
+	cancel     context.CancelFunc
+	caller     context.Context
+	yield      func(Res, error) bool
+	stopped    bool // the consumer will receive nothing more
+	inConsumer bool // the consumer's loop body is running
+}
+
+// item is the yield function handed to the handler.
+func (s *streamRun[Res]) item(v Res, evs []any) bool {
+	if s.stopped {
+		return false
+	}
+	if err := s.caller.Err(); err != nil {
+		return s.deliver(*new(Res), err, true)
+	}
+	if len(evs) == 0 {
+		return s.deliver(v, nil, false)
+	}
+	err := s.m.engine.Dispatch(s.ctx, evs)
+	var de *engine.DispatchError
+	last := err != nil && (s.m.failFast || errors.As(err, &de) && de.NotStarted > 0)
+	return s.deliver(v, err, last)
+}
+
+// deliver hands a pair to the consumer; last ends the stream after it.
+func (s *streamRun[Res]) deliver(v Res, err error, last bool) bool {
+	s.inConsumer = true
+	more := s.yield(v, err)
+	s.inConsumer = false
+	if !more || last {
+		s.stopped = true
+		s.cancel()
+		return false
+	}
+	return true
+}
+
+// run calls the handler, turning its panics into errors while letting the
+// consumer's own panics through.
+func (s *streamRun[Res]) run(f func() ([]any, error), name string) (late []any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if s.inConsumer {
+				panic(v)
+			}
+			late, err = nil, fmt.Errorf("stream handler %s: %w", name, engine.NewPanicError(v))
+		}
+	}()
+	return f()
+}
