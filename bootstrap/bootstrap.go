@@ -146,6 +146,50 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
+// WithMiddleware adds global middleware: each value is added to every list
+// whose interface it implements (requests.Middleware for Send,
+// requests.StreamMiddleware for Stream, events.Middleware for event
+// handlers), so one built-in such as a logger covers all three. A value that
+// implements none is an error. The first added is the outermost.
+func WithMiddleware(mws ...any) Option {
+	return optionFunc(func(s *settings) {
+		for i, mw := range mws {
+			used := false
+			if m, ok := mw.(requests.Middleware); ok && !registry.IsNil(mw) {
+				s.cfg.Middleware = append(s.cfg.Middleware, m)
+				used = true
+			}
+			if m, ok := mw.(requests.StreamMiddleware); ok && !registry.IsNil(mw) {
+				s.cfg.StreamMiddleware = append(s.cfg.StreamMiddleware, m)
+				used = true
+			}
+			if m, ok := mw.(events.Middleware); ok && !registry.IsNil(mw) {
+				s.cfg.EventMiddleware = append(s.cfg.EventMiddleware, m)
+				used = true
+			}
+			if !used {
+				s.fail("WithMiddleware: argument %d (%T) is not a requests.Middleware, requests.StreamMiddleware or events.Middleware", i, mw)
+			}
+		}
+	})
+}
+
+// WithRequestMiddleware adds global middleware around every request handler
+// called by Send.
+func WithRequestMiddleware(mws ...requests.Middleware) Option {
+	return optionFunc(func(s *settings) { s.cfg.Middleware = append(s.cfg.Middleware, mws...) })
+}
+
+// WithStreamMiddleware adds global middleware around every stream handler.
+func WithStreamMiddleware(mws ...requests.StreamMiddleware) Option {
+	return optionFunc(func(s *settings) { s.cfg.StreamMiddleware = append(s.cfg.StreamMiddleware, mws...) })
+}
+
+// WithEventMiddleware adds middleware around every event-handler invocation.
+func WithEventMiddleware(mws ...events.Middleware) Option {
+	return optionFunc(func(s *settings) { s.cfg.EventMiddleware = append(s.cfg.EventMiddleware, mws...) })
+}
+
 // WithConfig replaces every fan-out setting with cfg. Options after it
 // still apply on top.
 func WithConfig(cfg mediator.Config) Option {

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
-	"runtime/debug"
 
 	"go.uber.org/dig"
+
+	"github.com/gocqrs/cqrs/internal/panics"
 )
 
 // Container calls functions with their parameters supplied from a set of
@@ -73,11 +74,7 @@ func Construct[T any](c Container, ctor any) (T, error) {
 			var err error
 			defer func() {
 				if r := recover(); r != nil {
-					if perr, ok := r.(error); ok {
-						err = fmt.Errorf("di: %s panicked: %w\n%s", name, perr, debug.Stack())
-					} else {
-						err = fmt.Errorf("di: %s panicked: %v\n%s", name, r, debug.Stack())
-					}
+					err = fmt.Errorf("constructor panicked: %w", panics.New(r))
 				}
 				results = []reflect.Value{reflect.ValueOf(&err).Elem()}
 			}()

@@ -80,9 +80,14 @@ func reg(m *Map) *registry.Events {
 }
 
 func entry[E any](h Handler[E]) registry.EventHandler {
+	var emits []reflect.Type
+	if d, ok := h.(Declarer); ok {
+		emits = d.EmittedEvents()
+	}
 	return registry.EventHandler{
 		Name:  fmt.Sprintf("%T", h),
 		Value: h,
+		Emits: emits,
 		Call: func(ctx context.Context, event any) ([]any, error) {
 			e, ok := event.(E)
 			if !ok {

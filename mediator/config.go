@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/internal/registry"
+	"github.com/gocqrs/cqrs/requests"
 )
 
 // HandlerOrder says how the handlers bound to one event run.
@@ -70,6 +72,14 @@ type Config struct {
 	// Logger receives warnings, e.g. about events with no handler (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// Middleware wraps every request handler, the first outermost, outside
+	// any typed middleware (requests.Use).
+	Middleware []requests.Middleware
+	// StreamMiddleware wraps every stream handler, the first outermost.
+	StreamMiddleware []requests.StreamMiddleware
+	// EventMiddleware wraps every event-handler invocation, the first
+	// outermost.
+	EventMiddleware []events.Middleware
 }
 
 // DefaultConfig returns the defaults of a RequestMediator and an
@@ -97,6 +107,21 @@ func (c Config) Validate() error {
 	}
 	if c.MediatorWideLimit < 0 {
 		errs = append(errs, fmt.Errorf("%w: MediatorWideLimit must be 0 (none) or positive, got %d", ErrInvalidConfig, c.MediatorWideLimit))
+	}
+	for i, mw := range c.Middleware {
+		if registry.IsNil(mw) {
+			errs = append(errs, fmt.Errorf("%w: Middleware[%d] is nil", ErrInvalidConfig, i))
+		}
+	}
+	for i, mw := range c.StreamMiddleware {
+		if registry.IsNil(mw) {
+			errs = append(errs, fmt.Errorf("%w: StreamMiddleware[%d] is nil", ErrInvalidConfig, i))
+		}
+	}
+	for i, mw := range c.EventMiddleware {
+		if registry.IsNil(mw) {
+			errs = append(errs, fmt.Errorf("%w: EventMiddleware[%d] is nil", ErrInvalidConfig, i))
+		}
 	}
 	if c.EventHandlerOrder != Serial && c.EventHandlerOrder != Parallel {
 		errs = append(errs, fmt.Errorf("%w: unknown EventHandlerOrder %v", ErrInvalidConfig, c.EventHandlerOrder))

@@ -22,6 +22,7 @@ type RequestMediator struct {
 	handlers map[typeid.ID]any // *registry.Request[Req, Res] by typeid.Of[Req]
 	engine   *engine.Engine
 	events   EventMediator
+	wiring   wiring
 }
 
 // EventMediator dispatches events received from outside the process (for
@@ -42,14 +43,22 @@ func New(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*Requ
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	handlers, err := resolveRequests(c, reqs)
+	// Request handlers are built before event handlers; their pipelines
+	// reach the engine, built next, through eng.
+	var eng *engine.Engine
+	handlers, desc, err := resolveRequests(c, reqs, &eng, cfg)
 	errs = append(errs, err)
-	eng, err := newEngine(c, evs, cfg)
+	eng, err = newEngine(c, evs, cfg)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &RequestMediator{handlers: handlers, engine: eng, events: EventMediator{engine: eng}}, nil
+	return &RequestMediator{
+		handlers: handlers,
+		engine:   eng,
+		events:   EventMediator{engine: eng},
+		wiring:   newWiring(desc, eng, cfg),
+	}, nil
 }
 
 // NewEventMediator resolves every handler bound in evs from c and returns an
@@ -68,16 +77,27 @@ func NewEventMediator(c di.Container, evs *events.Map, cfg Config) (*EventMediat
 	return &EventMediator{engine: eng}, nil
 }
 
-func resolveRequests(c di.Container, reqs *requests.Map) (map[typeid.ID]any, error) {
+// resolveRequests builds every request binding, wrapped in its middleware,
+// keyed for Send and Stream, and returns their descriptions too.
+func resolveRequests(c di.Container, reqs *requests.Map, eng **engine.Engine, cfg Config) (map[typeid.ID]any, map[reflect.Type]registry.Built, error) {
 	handlers := map[typeid.ID]any{}
 	if reqs == nil {
-		return handlers, nil
+		return handlers, nil, nil
 	}
-	byType, err := (*registry.Requests)(reqs).Resolve(c)
-	for t, h := range byType {
-		handlers[typeid.OfType(t)] = h
+	global := make([]any, len(cfg.Middleware))
+	for i, mw := range cfg.Middleware {
+		global[i] = mw
 	}
-	return handlers, err
+	stream := make([]any, len(cfg.StreamMiddleware))
+	for i, mw := range cfg.StreamMiddleware {
+		stream[i] = mw
+	}
+	dispatch := func(ctx context.Context, evs []any) error { return (*eng).Dispatch(ctx, evs) }
+	byType, err := (*registry.Requests)(reqs).Resolve(c, global, stream, dispatch)
+	for t, b := range byType {
+		handlers[typeid.OfType(t)] = b.Value
+	}
+	return handlers, byType, err
 }
 
 func newEngine(c di.Container, evs *events.Map, cfg Config) (*engine.Engine, error) {
@@ -85,6 +105,22 @@ func newEngine(c di.Container, evs *events.Map, cfg Config) (*engine.Engine, err
 	var err error
 	if evs != nil {
 		routes, err = (*registry.Events)(evs).Resolve(c)
+	}
+	// Wrap every handler in the event middleware, once; the first
+	// registered is the outermost.
+	for t, hs := range routes {
+		for i := range hs {
+			inv := events.Invocation{EventType: t, Handler: hs[i].Name}
+			call := events.InvocationFunc(hs[i].Call)
+			for j := len(cfg.EventMiddleware) - 1; j >= 0; j-- {
+				if call = cfg.EventMiddleware[j].WrapEvent(inv, call); call == nil {
+					err = errors.Join(err, fmt.Errorf("event middleware %T returned a nil handler for %s", cfg.EventMiddleware[j], hs[i].Name))
+					call = hs[i].Call
+					break
+				}
+			}
+			hs[i].Call = call
+		}
 	}
 	return engine.New(routes, engine.Options{
 		Concurrent:       cfg.ConcurrentEventHandleEnable,
@@ -150,21 +186,16 @@ func Send[Req requests.Request[Res], Res any](ctx context.Context, m *RequestMed
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	res, evs, err := call(ctx, h, req)
-	if err != nil {
-		return zero, err
-	}
-	if len(evs) == 0 {
-		return res, nil
-	}
-	return res, m.engine.Dispatch(ctx, evs)
+	return call(ctx, h, req)
 }
 
-func call[Req, Res any](ctx context.Context, h *registry.Request[Req, Res], req Req) (res Res, evs []any, err error) {
+// call runs the pipeline of h, turning a panic in a handler or a middleware
+// into an error.
+func call[Req, Res any](ctx context.Context, h *registry.Request[Req, Res], req Req) (res Res, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			var zero Res
-			res, evs, err = zero, nil, fmt.Errorf("request %v: handler %s: %w", reflect.TypeFor[Req](), h.Name, engine.NewPanicError(v))
+			res, err = zero, fmt.Errorf("request %v: handler %s: %w", reflect.TypeFor[Req](), h.Name, engine.NewPanicError(v))
 		}
 	}()
 	return h.Handle(ctx, req)

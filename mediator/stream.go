@@ -46,9 +46,10 @@ func NewStreaming(c di.Container, reqs *requests.Map, evs *events.Map, cfg Confi
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	handlers, err := resolveRequests(c, reqs)
+	var eng *engine.Engine
+	handlers, _, err := resolveRequests(c, reqs, &eng, cfg)
 	errs = append(errs, err)
-	eng, err := newEngine(c, evs, cfg)
+	eng, err = newEngine(c, evs, cfg)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -107,8 +108,8 @@ func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *Streamin
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		s := streamRun[Res]{m: m, ctx: sctx, cancel: cancel, caller: ctx, yield: yield}
-		late, err := s.run(func() ([]any, error) { return h.Stream(sctx, req, s.item) }, h.Name)
+		s := streamRun[Res]{failFast: m.failFast, cancel: cancel, caller: ctx, yield: yield}
+		err = s.run(func() error { return h.Stream(sctx, req, s.item) }, h.Name)
 		switch {
 		case s.stopped:
 			return
@@ -116,10 +117,6 @@ func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *Streamin
 			yield(zero, err)
 		case ctx.Err() != nil:
 			yield(zero, ctx.Err())
-		case len(late) > 0:
-			if err := m.engine.Dispatch(sctx, late); err != nil {
-				yield(zero, err)
-			}
 		}
 	}
 }
@@ -150,29 +147,31 @@ func lookupStream[Req requests.Request[Res], Res any](ctx context.Context, m *St
 
 // streamRun is the state of one iteration of a stream.
 type streamRun[Res any] struct {
-	m          *StreamingRequestMediator
-	ctx        context.Context // the handler's: cancelled when the stream ends
-	cancel     context.CancelFunc
+	failFast   bool
+	cancel     context.CancelFunc // cancels the handler's context
 	caller     context.Context
 	yield      func(Res, error) bool
 	stopped    bool // the consumer will receive nothing more
 	inConsumer bool // the consumer's loop body is running
 }
 
-// item is the yield function handed to the handler.
-func (s *streamRun[Res]) item(v Res, evs []any) bool {
+// item receives each item from the pipeline, after its events were
+// dispatched, with the error of that dispatch.
+func (s *streamRun[Res]) item(v Res, err error) bool {
 	if s.stopped {
 		return false
 	}
-	if err := s.caller.Err(); err != nil {
-		return s.deliver(*new(Res), err, true)
-	}
-	if len(evs) == 0 {
+	if err == nil {
+		if cerr := s.caller.Err(); cerr != nil {
+			return s.deliver(*new(Res), cerr, true)
+		}
 		return s.deliver(v, nil, false)
 	}
-	err := s.m.engine.Dispatch(s.ctx, evs)
+	// The item is valid. The stream goes on after a fan-out failure unless
+	// fail-fast is set or the fan-out was cut short; any other error that
+	// middleware attached to an item ends it.
 	var de *engine.DispatchError
-	last := err != nil && (s.m.failFast || errors.As(err, &de) && de.NotStarted > 0)
+	last := s.failFast || !errors.As(err, &de) || de.NotStarted > 0
 	return s.deliver(v, err, last)
 }
 
@@ -191,13 +190,13 @@ func (s *streamRun[Res]) deliver(v Res, err error, last bool) bool {
 
 // run calls the handler, turning its panics into errors while letting the
 // consumer's own panics through.
-func (s *streamRun[Res]) run(f func() ([]any, error), name string) (late []any, err error) {
+func (s *streamRun[Res]) run(f func() error, name string) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			if s.inConsumer {
 				panic(v)
 			}
-			late, err = nil, fmt.Errorf("stream handler %s: %w", name, engine.NewPanicError(v))
+			err = fmt.Errorf("stream handler %s: %w", name, engine.NewPanicError(v))
 		}
 	}()
 	return f()

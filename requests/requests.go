@@ -87,12 +87,12 @@ func Bind[Req Request[Res], Res any](m *Map, ctor any) {
 	r.Add(registry.RequestEntry{
 		Type:   t,
 		Source: "constructor " + di.FuncName(ctor),
-		Build: func(c di.Container) (any, error) {
+		Build: func(c di.Container, p registry.Pipeline) (registry.Built, error) {
 			h, err := di.Construct[Handler[Req, Res]](c, ctor)
 			if err != nil {
-				return nil, err
+				return registry.Built{}, err
 			}
-			return entry(h), nil
+			return build(h.Handle, "handler", []any{h}, p)
 		},
 	})
 }
@@ -108,7 +108,9 @@ func BindHandler[Req Request[Res], Res any](m *Map, h Handler[Req, Res]) {
 	r.Add(registry.RequestEntry{
 		Type:   t,
 		Source: fmt.Sprintf("handler %T", h),
-		Build:  func(di.Container) (any, error) { return entry(h), nil },
+		Build: func(_ di.Container, p registry.Pipeline) (registry.Built, error) {
+			return build(h.Handle, "handler", []any{h}, p)
+		},
 	})
 }
 
@@ -122,10 +124,24 @@ func reg(m *Map) *registry.Requests {
 	return (*registry.Requests)(m)
 }
 
-func entry[Req Request[Res], Res any](h Handler[Req, Res]) *registry.Request[Req, Res] {
-	return &registry.Request[Req, Res]{
-		Name:    fmt.Sprintf("%T", h),
-		Handle:  h.Handle,
-		Nilable: registry.Nilable(reflect.TypeFor[Req]()),
+// build wraps h, made of the handlers hs (one, or the links of a chain...),
+// in its middleware and describes it.
+func build[Req Request[Res], Res any](h HandlerFunc[Req, Res], kind string, hs []any, p registry.Pipeline) (registry.Built, error) {
+	b := registry.Built{Kind: kind}
+	for _, v := range hs {
+		b.Handlers = append(b.Handlers, fmt.Sprintf("%T", v))
+		b.Emits = append(b.Emits, emitted(v)...)
 	}
+	info := Info{Request: reflect.TypeFor[Req](), Response: reflect.TypeFor[Res](), Handler: b.Handlers[0]}
+	f, names, err := wrap(h, info, p)
+	if err != nil {
+		return registry.Built{}, err
+	}
+	b.Middleware = names
+	b.Value = &registry.Request[Req, Res]{
+		Name:    info.Handler,
+		Handle:  f,
+		Nilable: registry.Nilable(info.Request),
+	}
+	return b, nil
 }

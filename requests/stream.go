@@ -51,12 +51,13 @@ func BindStream[Req Request[Res], Res any](m *Map, ctor any) {
 	r.Add(registry.RequestEntry{
 		Type:   t,
 		Source: "stream constructor " + di.FuncName(ctor),
-		Build: func(c di.Container) (any, error) {
+		Stream: true,
+		Build: func(c di.Container, p registry.Pipeline) (registry.Built, error) {
 			h, err := di.Construct[StreamHandler[Req, Res]](c, ctor)
 			if err != nil {
-				return nil, err
+				return registry.Built{}, err
 			}
-			return streamEntry(h), nil
+			return buildStream(h, p)
 		},
 	})
 }
@@ -72,14 +73,29 @@ func BindStreamHandler[Req Request[Res], Res any](m *Map, h StreamHandler[Req, R
 	r.Add(registry.RequestEntry{
 		Type:   t,
 		Source: fmt.Sprintf("stream handler %T", h),
-		Build:  func(di.Container) (any, error) { return streamEntry(h), nil },
+		Stream: true,
+		Build: func(_ di.Container, p registry.Pipeline) (registry.Built, error) {
+			return buildStream(h, p)
+		},
 	})
 }
 
-func streamEntry[Req Request[Res], Res any](h StreamHandler[Req, Res]) *registry.Stream[Req, Res] {
-	return &registry.Stream[Req, Res]{
-		Name:    fmt.Sprintf("%T", h),
-		Stream:  h.Stream,
-		Nilable: registry.Nilable(reflect.TypeFor[Req]()),
+func buildStream[Req Request[Res], Res any](h StreamHandler[Req, Res], p registry.Pipeline) (registry.Built, error) {
+	name := fmt.Sprintf("%T", h)
+	info := Info{Request: reflect.TypeFor[Req](), Response: reflect.TypeFor[Res](), Handler: name, Stream: true}
+	f, names, err := wrapStream(h.Stream, info, p)
+	if err != nil {
+		return registry.Built{}, err
 	}
+	return registry.Built{
+		Kind:       "stream",
+		Handlers:   []string{name},
+		Emits:      emitted(h),
+		Middleware: names,
+		Value: &registry.Stream[Req, Res]{
+			Name:    name,
+			Stream:  f,
+			Nilable: registry.Nilable(info.Request),
+		},
+	}, nil
 }

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"runtime/debug"
 	"strings"
+
+	"github.com/gocqrs/cqrs/internal/panics"
 )
 
 // Sentinels; package mediator re-exports them.
@@ -36,27 +37,11 @@ func (e *HandlerError) Error() string {
 func (e *HandlerError) Unwrap() error { return e.Err }
 
 // PanicError is a panic recovered from a handler.
-type PanicError struct {
-	// Value is the value passed to panic.
-	Value any
-	// Stack is the stack of the panicking goroutine.
-	Stack []byte
-}
+type PanicError = panics.Error
 
 // NewPanicError captures the current stack; call it from the deferred
 // function that recovered v.
-func NewPanicError(v any) *PanicError { return &PanicError{Value: v, Stack: debug.Stack()} }
-
-func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
-
-// Unwrap returns the panic value when it is an error, so errors.Is sees
-// through panic(err).
-func (e *PanicError) Unwrap() error {
-	if err, ok := e.Value.(error); ok {
-		return err
-	}
-	return nil
-}
+func NewPanicError(v any) *PanicError { return panics.New(v) }
 
 // DepthError reports a follow-up event that was not dispatched because it is
 // nested deeper than the configured maximum.

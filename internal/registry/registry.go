@@ -21,8 +21,9 @@ var ErrDuplicate = errors.New("duplicate binding")
 type Request[Req, Res any] struct {
 	// Name describes the handler in errors and diagrams.
 	Name string
-	// Handle is the handler's Handle method (later wrapped by middleware).
-	Handle func(ctx context.Context, req Req) (Res, []any, error)
+	// Handle runs the whole pipeline: global middleware, typed middleware,
+	// the handler, and the dispatch of the handler's events.
+	Handle func(ctx context.Context, req Req) (Res, error)
 	// Nilable reports whether Req can hold nil (pointer, map, slice...).
 	Nilable bool
 }
@@ -31,8 +32,9 @@ type Request[Req, Res any] struct {
 type Stream[Req, Res any] struct {
 	// Name describes the handler in errors.
 	Name string
-	// Stream is the handler's Stream method.
-	Stream func(ctx context.Context, req Req, yield func(Res, []any) bool) ([]any, error)
+	// Stream runs the whole pipeline; each item is yielded with the error of
+	// the dispatch of its events, after that dispatch.
+	Stream func(ctx context.Context, req Req, yield func(Res, error) bool) error
 	// Nilable reports whether Req can hold nil.
 	Nilable bool
 }
@@ -41,14 +43,53 @@ type Stream[Req, Res any] struct {
 type RequestEntry struct {
 	Type   reflect.Type
 	Source string
-	Build  func(c di.Container) (any, error)
+	// Stream marks a stream handler, wrapped in stream middleware.
+	Stream bool
+	Build  func(c di.Container, p Pipeline) (Built, error)
+}
+
+// Pipeline is the middleware a request binding is wrapped in when it is
+// built. The elements are the public middleware types of package requests;
+// the registry does not look inside.
+type Pipeline struct {
+	// Global request or stream middleware, outermost first.
+	Global []any
+	// Typed middleware added for this request type, outermost first.
+	Typed []any
+	// Dispatch fans out the events a handler emitted.
+	Dispatch func(ctx context.Context, evs []any) error
+}
+
+// Built is a resolved request binding and its description.
+type Built struct {
+	// Value is a *Request[Req, Res] or a *Stream[Req, Res].
+	Value any
+	// Kind is "handler", "stream", "chain" or "fallback".
+	Kind string
+	// Handlers names the handler, or the links of a chain, or the primary
+	// and the fallback.
+	Handlers []string
+	// Emits lists the event types the handlers declare they emit.
+	Emits []reflect.Type
+	// Middleware names the middleware the handler is wrapped in, outermost
+	// first.
+	Middleware []string
 }
 
 // Requests records request bindings. The zero value is empty.
 type Requests struct {
 	entries map[reflect.Type]RequestEntry
+	typed   map[reflect.Type][]any
 	order   []reflect.Type
 	errs    []error
+}
+
+// Use records typed middleware for t.
+func (r *Requests) Use(t reflect.Type, mw any) {
+	if r.typed == nil {
+		r.typed = make(map[reflect.Type][]any)
+	}
+	r.typed[t] = append(r.typed[t], mw)
 }
 
 // Add records a binding, or an error if t is already bound.
@@ -70,14 +111,24 @@ func (r *Requests) Fail(err error) { r.errs = append(r.errs, err) }
 // Len reports the number of bound request types.
 func (r *Requests) Len() int { return len(r.order) }
 
-// Resolve builds every bound handler from c and reports every problem at once,
-// including those recorded while binding.
-func (r *Requests) Resolve(c di.Container) (map[reflect.Type]any, error) {
+// Resolve builds every bound handler from c, wrapped in the global
+// middleware of its kind and its typed middleware, and reports every problem
+// at once, including those recorded while binding.
+func (r *Requests) Resolve(c di.Container, request, stream []any, dispatch func(context.Context, []any) error) (map[reflect.Type]Built, error) {
 	errs := append([]error(nil), r.errs...)
-	out := make(map[reflect.Type]any, len(r.order))
+	out := make(map[reflect.Type]Built, len(r.order))
+	for t := range r.typed {
+		if _, ok := r.entries[t]; !ok {
+			errs = append(errs, fmt.Errorf("requests: middleware added for %v, which is not bound", t))
+		}
+	}
 	for _, t := range r.order {
 		e := r.entries[t]
-		h, err := e.Build(c)
+		global := request
+		if e.Stream {
+			global = stream
+		}
+		h, err := e.Build(c, Pipeline{Global: global, Typed: r.typed[t], Dispatch: dispatch})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("requests: handler for %v: %w", t, err))
 			continue
@@ -95,6 +146,8 @@ type EventHandler struct {
 	Value any
 	// Call asserts the event to the handler's type and calls it.
 	Call func(ctx context.Context, event any) ([]any, error)
+	// Emits lists the follow-up event types the handler declares.
+	Emits []reflect.Type
 }
 
 // EventEntry is one recorded event-handler binding, resolved at bootstrap.

@@ -1,0 +1,150 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/gocqrs/cqrs/di"
+	"github.com/gocqrs/cqrs/internal/panics"
+	"github.com/gocqrs/cqrs/internal/registry"
+)
+
+// CircuitBreaker guards calls to a handler that may keep failing. Package
+// github.com/gocqrs/cqrs/mediator/gobreaker adapts sony/gobreaker.
+type CircuitBreaker interface {
+	// Call runs fn unless the breaker named name is open. It returns fn's
+	// error, or, when it refused to call fn, an error for which IsOpen
+	// reports true. One breaker keeps a separate state per name.
+	Call(ctx context.Context, name string, fn func(ctx context.Context) error) error
+	// IsOpen reports whether err means the breaker refused the call.
+	IsOpen(err error) bool
+}
+
+// FallbackPolicy says when a fallback handler replaces a failed primary.
+// The zero value falls back on any error, with no circuit breaker.
+type FallbackPolicy struct {
+	// On lists the errors that trigger the fallback, matched with
+	// errors.Is; empty (and If nil) means any error.
+	On []error
+	// If, when set, also triggers the fallback for errors it accepts.
+	If func(error) bool
+	// Breaker, when set, wraps every call to the primary; while it is open
+	// the primary is not called and the fallback answers at once.
+	Breaker CircuitBreaker
+}
+
+// Triggers reports whether err, returned by the primary, calls the fallback.
+func (p FallbackPolicy) Triggers(err error) bool {
+	if err == nil {
+		return false
+	}
+	if p.Breaker != nil && p.Breaker.IsOpen(err) {
+		return true
+	}
+	if len(p.On) == 0 && p.If == nil {
+		return true
+	}
+	for _, target := range p.On {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return p.If != nil && p.If(err)
+}
+
+// Guard calls primary, through the breaker if there is one, turning a panic
+// into an error so that it too can trigger the fallback.
+func (p FallbackPolicy) Guard(ctx context.Context, name string, primary func(ctx context.Context) error) error {
+	call := func(ctx context.Context) (err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				err = panics.New(v)
+			}
+		}()
+		return primary(ctx)
+	}
+	if p.Breaker == nil {
+		return call(ctx)
+	}
+	return p.Breaker.Call(ctx, name, call)
+}
+
+// BindFallback binds to E a handler built by primary, backed by one built by
+// fallback (both constructors, as for [Bind]): when the primary fails with
+// an error the policy accepts (or the breaker is open), the fallback handles
+// the event, and its follow-ups replace the primary's. Otherwise the
+// primary's error is reported as usual.
+func BindFallback[E any](m *Map, primary, fallback any, policy FallbackPolicy) {
+	r := reg(m)
+	t := reflect.TypeFor[E]()
+	want := reflect.TypeFor[Handler[E]]()
+	for _, ctor := range []any{primary, fallback} {
+		if err := di.CheckConstructor(ctor, want); err != nil {
+			r.Fail(fmt.Errorf("events: bind fallback for %v: %w", t, err))
+			return
+		}
+	}
+	r.Add(registry.EventEntry{
+		Type:   t,
+		Source: "fallback " + di.FuncName(primary) + " / " + di.FuncName(fallback),
+		Key:    registry.KeyOf(primary, true),
+		Build: func(c di.Container) (registry.EventHandler, error) {
+			p, err := di.Construct[Handler[E]](c, primary)
+			f, ferr := di.Construct[Handler[E]](c, fallback)
+			if err = errors.Join(err, ferr); err != nil {
+				return registry.EventHandler{}, err
+			}
+			return fallbackEntry(p, f, policy), nil
+		},
+	})
+}
+
+// BindFallbackHandlers binds already built primary and fallback handlers, as
+// [BindFallback] does constructors.
+func BindFallbackHandlers[E any](m *Map, primary, fallback Handler[E], policy FallbackPolicy) {
+	r := reg(m)
+	t := reflect.TypeFor[E]()
+	if registry.IsNil(primary) || registry.IsNil(fallback) {
+		r.Fail(fmt.Errorf("events: bind fallback for %v: nil handler", t))
+		return
+	}
+	r.Add(registry.EventEntry{
+		Type:   t,
+		Source: fmt.Sprintf("fallback %T / %T", primary, fallback),
+		Key:    registry.KeyOf(primary, false),
+		Build: func(di.Container) (registry.EventHandler, error) {
+			return fallbackEntry(primary, fallback, policy), nil
+		},
+	})
+}
+
+func fallbackEntry[E any](primary, fallback Handler[E], policy FallbackPolicy) registry.EventHandler {
+	name := fmt.Sprintf("%T", primary)
+	h := HandlerFunc[E](func(ctx context.Context, e E) ([]Event, error) {
+		var evs []Event
+		err := policy.Guard(ctx, name, func(ctx context.Context) error {
+			var err error
+			evs, err = primary.Handle(ctx, e)
+			return err
+		})
+		if err == nil {
+			return evs, nil
+		}
+		if !policy.Triggers(err) {
+			return nil, err
+		}
+		return fallback.Handle(ctx, e)
+	})
+	en := entry[E](h)
+	en.Name = fmt.Sprintf("%s (fallback %T)", name, fallback)
+	en.Value = primary
+	if d, ok := primary.(Declarer); ok {
+		en.Emits = append(en.Emits, d.EmittedEvents()...)
+	}
+	if d, ok := fallback.(Declarer); ok {
+		en.Emits = append(en.Emits, d.EmittedEvents()...)
+	}
+	return en
+}
