@@ -110,24 +110,29 @@ func (e *Engine) Dispatch(ctx context.Context, evs []any) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	return e.dispatch(ctx, evs, false)
+	return e.dispatch(ctx, evs, nil, false)
 }
 
 // DispatchIncoming dispatches one event received from outside the process:
 // the event goes to its in-process handlers only (it is not published again),
 // and its follow-ups are dispatched like those of any event.
 func (e *Engine) DispatchIncoming(ctx context.Context, ev any) error {
-	if registry.IsNil(ev) {
+	if ev == nil {
 		return fmt.Errorf("%w", ErrNilEvent)
 	}
-	if t := reflect.TypeOf(ev); !e.HasHandlers(t) {
-		return fmt.Errorf("%w for event %v", ErrHandlerNotFound, t)
+	b, ok := e.routes[typeid.OfValue(ev)]
+	if (b.nilable || !ok) && registry.IsNil(ev) {
+		return fmt.Errorf("%w of type %T", ErrNilEvent, ev)
 	}
-	evs := []any{ev}
-	return e.dispatch(ctx, evs, true)
+	if !ok {
+		return fmt.Errorf("%w for event %T", ErrHandlerNotFound, ev)
+	}
+	return e.dispatch(ctx, nil, ev, true)
 }
 
-func (e *Engine) dispatch(ctx context.Context, evs []any, incoming bool) error {
+// dispatch dispatches evs, or the single event one when evs is nil (which
+// spares a slice).
+func (e *Engine) dispatch(ctx context.Context, evs []any, one any, incoming bool) error {
 	inherited := false
 	hctx := ctx
 	if e.global != nil {
@@ -140,7 +145,10 @@ func (e *Engine) dispatch(ctx context.Context, evs []any, incoming bool) error {
 		}
 	}
 	if !e.opt.Concurrent || e.opt.Limit <= 1 || inherited {
-		return e.sequential(ctx, hctx, evs, incoming, inherited)
+		return e.sequential(ctx, hctx, evs, one, incoming, inherited)
+	}
+	if evs == nil {
+		evs = []any{one}
 	}
 	return e.parallel(ctx, evs, incoming)
 }
@@ -161,32 +169,35 @@ func (r *route) steps() int {
 	return len(r.hs)
 }
 
-// route resolves ev at depth. It returns an error for a nil event or one
-// nested too deep; an event with no handler resolves to zero steps.
-func (e *Engine) route(ev any, depth int, incoming bool) (route, error) {
+// route resolves ev at depth into r. It returns an error for a nil event or
+// one nested too deep; an event with no handler resolves to zero steps.
+func (e *Engine) route(r *route, ev any, depth int, incoming bool) error {
 	if ev == nil {
-		return route{}, &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
+		return &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
 	b := e.routes[typeid.OfValue(ev)]
 	// An unbound type is checked too: a nil *T must not be reported as an
 	// event with no handler, nor a nil notification be published.
 	if (b.nilable || b.hs == nil) && registry.IsNil(ev) {
-		return route{}, &HandlerError{EventType: reflect.TypeOf(ev), Event: ev, Handler: "(none)", Err: ErrNilEvent}
+		return &HandlerError{EventType: reflect.TypeOf(ev), Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
-	t := reflect.TypeOf(ev)
 	if depth > e.opt.MaxDepth {
-		return route{}, &DepthError{EventType: t, Event: ev, Depth: depth, Max: e.opt.MaxDepth}
+		return &DepthError{EventType: reflect.TypeOf(ev), Event: ev, Depth: depth, Max: e.opt.MaxDepth}
 	}
-	r := route{ev: ev, t: t, hs: b.hs, publish: b.notify}
+	r.ev, r.t, r.hs, r.publish = ev, reflect.TypeOf(ev), b.hs, b.notify && !incoming
 	if b.hs == nil {
 		_, r.publish = ev.(events.NotificationEvent)
+		r.publish = r.publish && !incoming
+		if !r.publish {
+			e.warnUnhandled(r.t)
+		}
 	}
-	r.publish = r.publish && !incoming
-	if !r.publish && len(r.hs) == 0 {
-		e.log.LogAttrs(context.Background(), slog.LevelWarn, "cqrs: no handler for event",
-			slog.String("event_type", t.String()))
-	}
-	return r, nil
+	return nil
+}
+
+func (e *Engine) warnUnhandled(t reflect.Type) {
+	e.log.LogAttrs(context.Background(), slog.LevelWarn, "cqrs: no handler for event",
+		slog.String("event_type", t.String()))
 }
 
 // countSteps counts the invocations evs would need, for reporting work that
@@ -205,14 +216,20 @@ func (e *Engine) countSteps(evs []any, incoming bool) int {
 	return n
 }
 
-// step runs step s of r: the publish, or one handler. A panic becomes a
-// *HandlerError wrapping a *PanicError.
+// step runs step s of r, turning a panic into a *HandlerError wrapping a
+// *PanicError.
 func (e *Engine) step(ctx context.Context, r *route, s int) (fus []any, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			fus, err = nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: e.stepName(r, s), Err: NewPanicError(v)}
 		}
 	}()
+	return e.call(ctx, r, s)
+}
+
+// call runs step s of r: the publish, or one handler. The caller recovers
+// panics.
+func (e *Engine) call(ctx context.Context, r *route, s int) ([]any, error) {
 	i := s
 	if r.publish {
 		if i == 0 {
@@ -228,7 +245,7 @@ func (e *Engine) step(ctx context.Context, r *route, s int) (fus []any, err erro
 		i--
 	}
 	h := &r.hs[i]
-	fus, err = h.Call(ctx, r.ev)
+	fus, err := h.Call(ctx, r.ev)
 	if err != nil {
 		return nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: h.Name, Err: err}
 	}
@@ -260,52 +277,145 @@ func (e *Engine) release(inherited bool) {
 	}
 }
 
+// seq is the cursor of a sequential dispatch. It lives outside seqRun so
+// that, after a recovered panic, the dispatch resumes with the next step:
+// one deferred recover per dispatch instead of one per invocation.
+//
+// The event slices and the failures are kept apart from the cursor, in
+// their own variables: escape analysis does not tell fields apart, and the
+// cursor's route is stored into errors (so it escapes) while the slices,
+// which may live on the caller's stack, need not.
+type seq struct {
+	depth, i, s int   // event level[i] at depth, its next step s
+	r           route // route of level[i], valid while routed
+	routed      bool
+	held        bool // a mediator-wide slot is held
+	notStarted  int
+}
+
+// seqLists are the event slices of a sequential dispatch: the level being
+// dispatched and the follow-ups of the next level. The failures, which
+// escape, are a third variable.
+type seqLists struct {
+	level, next []any
+}
+
 // sequential dispatches breadth first on the calling goroutine.
-func (e *Engine) sequential(ctx, hctx context.Context, level []any, incoming, inherited bool) error {
+func (e *Engine) sequential(ctx, hctx context.Context, level []any, one any, incoming, inherited bool) error {
+	l := seqLists{level: level}
+	q := seq{depth: 1}
 	var fails []error
-	notStarted := 0
-	for depth := 1; len(level) > 0; depth++ {
-		var next []any
-		for i, ev := range level {
-			if ctx.Err() != nil {
-				notStarted += e.countSteps(level[i:], incoming && depth == 1) + e.countSteps(next, false)
-				return e.result(ctx, fails, notStarted)
-			}
-			r, err := e.route(ev, depth, incoming && depth == 1)
-			if err != nil {
-				fails = append(fails, err)
-				if e.opt.FailFast {
-					notStarted += e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
-					return e.result(ctx, fails, notStarted)
+	if level == nil {
+		// One event: route it now; the cursor starts on it.
+		if err := e.route(&q.r, one, 1, incoming); err != nil {
+			return e.result(ctx, []error{err}, 0)
+		}
+		q.routed = true
+	}
+	for !e.seqRun(ctx, hctx, &q, &l, &fails, incoming, inherited) {
+	}
+	return e.result(ctx, fails, q.notStarted)
+}
+
+// abandon counts as not started the rest of the current event and every
+// event not reached yet.
+func (e *Engine) abandon(q *seq, l *seqLists, incoming bool) {
+	if q.routed {
+		q.notStarted += q.r.steps() - q.s
+		q.i++
+		q.routed = false
+	}
+	if q.i < len(l.level) {
+		q.notStarted += e.countSteps(l.level[q.i:], incoming && q.depth == 1)
+	}
+	q.notStarted += e.countSteps(l.next, false)
+}
+
+// seqRun advances q until the dispatch is over (true), or until a step
+// panics (false: the panic is recorded and q points past that step).
+func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[]error, incoming, inherited bool) (over bool) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if q.held {
+			e.release(inherited)
+			q.held = false
+		}
+		*fails = append(*fails, &HandlerError{EventType: q.r.t, Event: q.r.ev, Handler: e.stepName(&q.r, q.s), Err: NewPanicError(v)})
+		q.s++
+		over = false
+		if e.opt.FailFast {
+			e.abandon(q, l, incoming)
+			over = true
+		}
+	}()
+	for {
+		for q.routed || q.i < len(l.level) {
+			if !q.routed {
+				if ctx.Err() != nil {
+					e.abandon(q, l, incoming)
+					return true
 				}
-				continue
-			}
-			n := r.steps()
-			for s := range n {
-				err := ctx.Err()
-				if err == nil {
-					err = e.acquire(ctx, inherited)
-				}
-				if err != nil {
-					notStarted += n - s + e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
-					return e.result(ctx, fails, notStarted)
-				}
-				fus, err := e.step(hctx, &r, s)
-				e.release(inherited)
-				if err != nil {
-					fails = append(fails, err)
+				if err := e.route(&q.r, l.level[q.i], q.depth, incoming && q.depth == 1); err != nil {
+					q.i++
+					*fails = append(*fails, err)
 					if e.opt.FailFast {
-						notStarted += n - s - 1 + e.countSteps(level[i+1:], incoming && depth == 1) + e.countSteps(next, false)
-						return e.result(ctx, fails, notStarted)
+						e.abandon(q, l, incoming)
+						return true
 					}
 					continue
 				}
-				next = append(next, fus...)
+				q.routed, q.s = true, 0
 			}
+			for n := q.r.steps(); q.s < n; {
+				err := ctx.Err()
+				if err == nil && e.global != nil && !inherited {
+					if err = e.global.Acquire(ctx, 1); err == nil {
+						q.held = true
+					}
+				}
+				if err != nil {
+					e.abandon(q, l, incoming)
+					return true
+				}
+				var fus []any
+				if q.r.publish {
+					fus, err = e.call(hctx, &q.r, q.s)
+				} else {
+					// The common case, inline: one handler call.
+					h := &q.r.hs[q.s]
+					if fus, err = h.Call(hctx, q.r.ev); err != nil {
+						err = &HandlerError{EventType: q.r.t, Event: q.r.ev, Handler: h.Name, Err: err}
+					}
+				}
+				if q.held {
+					e.release(inherited)
+					q.held = false
+				}
+				q.s++
+				if err != nil {
+					*fails = append(*fails, err)
+					if e.opt.FailFast {
+						e.abandon(q, l, incoming)
+						return true
+					}
+					continue
+				}
+				if len(fus) > 0 {
+					l.next = append(l.next, fus...)
+				}
+			}
+			q.routed = false
+			q.i++
 		}
-		level = next
+		if len(l.next) == 0 {
+			return true
+		}
+		l.level, l.next, q.i = l.next, nil, 0
+		q.depth++
 	}
-	return e.result(ctx, fails, notStarted)
 }
 
 func (e *Engine) result(ctx context.Context, fails []error, notStarted int) error {
@@ -378,8 +488,8 @@ func (e *Engine) parallel(ctx context.Context, evs []any, incoming bool) error {
 
 // push routes ev and queues its work. r.mu must be held.
 func (r *run) push(ev any, depth int, incoming bool) {
-	rt, err := r.e.route(ev, depth, incoming)
-	if err != nil {
+	var rt route
+	if err := r.e.route(&rt, ev, depth, incoming); err != nil {
 		r.fail(err)
 		return
 	}
