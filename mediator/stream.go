@@ -108,7 +108,7 @@ func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *Streamin
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		s := streamRun[Res]{failFast: m.failFast, cancel: cancel, caller: ctx, yield: yield}
+		s := streamRun[Res]{failFast: m.failFast, cancel: cancel, yield: yield}
 		err = s.run(func() error { return h.Stream(sctx, req, s.item) }, h.Name)
 		switch {
 		case s.stopped:
@@ -149,7 +149,6 @@ func lookupStream[Req requests.Request[Res], Res any](ctx context.Context, m *St
 type streamRun[Res any] struct {
 	failFast   bool
 	cancel     context.CancelFunc // cancels the handler's context
-	caller     context.Context
 	yield      func(Res, error) bool
 	stopped    bool // the consumer will receive nothing more
 	inConsumer bool // the consumer's loop body is running
@@ -162,9 +161,10 @@ func (s *streamRun[Res]) item(v Res, err error) bool {
 		return false
 	}
 	if err == nil {
-		if cerr := s.caller.Err(); cerr != nil {
-			return s.deliver(*new(Res), cerr, true)
-		}
+		// The pipeline yields no item produced after ctx is done; this
+		// one's events, if any, are all done, so it is delivered even if
+		// ctx was cancelled during their fan-out, as Send returns its
+		// response.
 		return s.deliver(v, nil, false)
 	}
 	// The item is valid. The stream goes on after a fan-out failure unless
