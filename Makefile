@@ -9,7 +9,7 @@ GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Nested modules (each with its own go.mod) tested and linted besides the root.
 MODULES := . $(patsubst %/go.mod,%,$(shell find . -mindepth 2 -name go.mod -not -path './.bin/*'))
 
-.PHONY: help test lint cover bench tidy-check example
+.PHONY: help test lint cover bench bench-smoke tidy-check example
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,8 +32,12 @@ cover: ## Test with coverage; writes cover.out and prints the total.
 	$(GO) test -race -coverpkg=./... -coverprofile=cover.out ./...
 	$(GO) tool cover -func=cover.out | tail -n 1
 
-bench: ## Run the benchmarks (-count 6) and write bench.txt in benchstat format.
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... | tee bench.txt
+bench: ## Run every benchmark of every module (-count 6); bench.txt is benchstat input.
+	@rm -f bench.txt
+	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem -count 6 ./...) | tee -a bench.txt; done
+
+bench-smoke: ## Run every benchmark once, so they keep compiling and running.
+	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchtime=1x ./... >/dev/null); done
 
 tidy-check: ## Fail if go.mod or go.sum is not tidy.
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff); done
