@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/gocqrs/cqrs/bootstrap"
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/mediator"
@@ -78,7 +80,8 @@ func benchWaitMediator(b *testing.B, count int, d time.Duration, limit int, f *i
 
 // BenchmarkFanOutEfficiency: 100 events x 2 ms at limit 10. The ideal is
 // 100/10 x 2 ms = 20 ms per Send; wall/ideal is reported, and max-in-flight
-// must equal the limit.
+// must equal the limit. The baseline does the same waits through a bare
+// errgroup with SetLimit(10), to show what timers alone cost.
 func BenchmarkFanOutEfficiency(b *testing.B) {
 	const (
 		n     = 100
@@ -87,17 +90,41 @@ func BenchmarkFanOutEfficiency(b *testing.B) {
 	)
 	ideal := time.Duration(n/limit) * wait
 	ctx := context.Background()
-	var f inflight
-	m := benchWaitMediator(b, n, wait, limit, &f)
-	start := time.Now()
-	for b.Loop() {
-		if _, err := mediator.Send(ctx, m, benchWaitCmd{}); err != nil {
-			b.Fatal(err)
-		}
+	report := func(b *testing.B, start time.Time, f *inflight) {
+		per := time.Since(start) / time.Duration(b.N)
+		b.ReportMetric(float64(per)/float64(ideal), "wall/ideal")
+		b.ReportMetric(float64(f.max.Load()), "max-in-flight")
 	}
-	per := time.Since(start) / time.Duration(b.N)
-	b.ReportMetric(float64(per)/float64(ideal), "wall/ideal")
-	b.ReportMetric(float64(f.max.Load()), "max-in-flight")
+	b.Run("baseline=errgroup-limit-10", func(b *testing.B) {
+		var f inflight
+		start := time.Now()
+		for b.Loop() {
+			var g errgroup.Group
+			g.SetLimit(limit)
+			for range n {
+				g.Go(func() error {
+					f.enter()
+					defer f.leave()
+					t := time.NewTimer(wait)
+					<-t.C
+					return nil
+				})
+			}
+			_ = g.Wait()
+		}
+		report(b, start, &f)
+	})
+	b.Run("mediator-limit-10", func(b *testing.B) {
+		var f inflight
+		m := benchWaitMediator(b, n, wait, limit, &f)
+		start := time.Now()
+		for b.Loop() {
+			if _, err := mediator.Send(ctx, m, benchWaitCmd{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report(b, start, &f)
+	})
 }
 
 // BenchmarkFanOutFloor: 100 events x 1 ms at limit 100, against the floor of
