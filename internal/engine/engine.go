@@ -369,6 +369,31 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 				}
 				q.routed, q.s = true, 0
 			}
+			if !q.r.publish && (e.global == nil || inherited) {
+				// The common case: handlers only, no slot to take. The same
+				// steps as the general loop below, with fewer loads.
+				hs, ev := q.r.hs, q.r.ev
+				for q.s < len(hs) {
+					if ctx.Err() != nil {
+						e.abandon(q, l, incoming)
+						return true
+					}
+					h := &hs[q.s]
+					fus, err := h.Call(hctx, ev)
+					q.s++
+					if err != nil {
+						*fails = append(*fails, &HandlerError{EventType: q.r.t, Event: ev, Handler: h.Name, Err: err})
+						if e.opt.FailFast {
+							e.abandon(q, l, incoming)
+							return true
+						}
+						continue
+					}
+					if len(fus) > 0 {
+						l.next = append(l.next, fus...)
+					}
+				}
+			}
 			for n := q.r.steps(); q.s < n; {
 				err := ctx.Err()
 				if err == nil && e.global != nil && !inherited {
