@@ -15,9 +15,10 @@ import (
 // ErrInvalidOption is matched by every error an option reports.
 var ErrInvalidOption = errors.New("bootstrap: invalid option")
 
-// Option configures [Bootstrap] or [Events]. Options are applied in order; a
-// later option overrides an earlier one for the same setting, except the
-// mappers and start-up hooks, which accumulate.
+// Option configures [Bootstrap], [Streaming] or [Events]. Options are applied
+// in order; a later option overrides an earlier one for the same setting,
+// except the mappers, the middleware and the start-up hooks, which
+// accumulate (WithConfig replaces the middleware lists with its own).
 type Option interface {
 	apply(*settings)
 }
@@ -190,8 +191,8 @@ func WithEventMiddleware(mws ...events.Middleware) Option {
 	return optionFunc(func(s *settings) { s.cfg.EventMiddleware = append(s.cfg.EventMiddleware, mws...) })
 }
 
-// WithConfig replaces every fan-out setting with cfg. Options after it
-// still apply on top.
+// WithConfig replaces every setting of mediator.Config, the middleware lists
+// included, with cfg. Options after it still apply on top.
 func WithConfig(cfg mediator.Config) Option {
 	return optionFunc(func(s *settings) { s.cfg = cfg })
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"reflect"
 
 	"github.com/gocqrs/cqrs/di"
@@ -35,6 +36,7 @@ type StreamingRequestMediator struct {
 	handlers map[typeid.ID]any // *registry.Stream[Req, Res] by typeid.Of[Req]
 	engine   *engine.Engine
 	failFast bool
+	log      *slog.Logger
 }
 
 // NewStreaming resolves every handler bound in reqs and evs from c and
@@ -54,7 +56,11 @@ func NewStreaming(c di.Container, reqs *requests.Map, evs *events.Map, cfg Confi
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &StreamingRequestMediator{handlers: handlers, engine: eng, failFast: cfg.FailFast}, nil
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &StreamingRequestMediator{handlers: handlers, engine: eng, failFast: cfg.FailFast, log: log}, nil
 }
 
 // Stream runs the stream handler bound to the type of req and returns its
@@ -89,15 +95,23 @@ func NewStreaming(c di.Container, reqs *requests.Map, evs *events.Map, cfg Confi
 //     stream ends with (zero, *DispatchError);
 //   - ctx is done: the handler's context is cancelled, the handler should
 //     return, and the stream ends with (zero, ctx.Err()) unless the handler
-//     reported an error of its own;
+//     returned an error of its own first; an item the handler yields after
+//     that is neither dispatched nor delivered (yield returns false), the
+//     events it returns after its last item are not dispatched, and an
+//     error it returns after yield returned false is not reported;
+//   - global stream middleware attached an error other than a
+//     *DispatchError to an item: the consumer receives that pair, and it is
+//     the last;
 //   - no stream handler is bound to the type: (zero, ErrHandlerNotFound),
 //     and likewise ErrNilRequest, ErrNilContext, ErrNilMediator.
 //
 // When the consumer leaves the loop early, yield returns false to the
 // handler, the handler's context is cancelled, nothing more is dispatched,
-// and the handler must return; the loop exits once it has. No goroutine is
-// started by the stream itself; those of a parallel fan-out are finished
-// before each item is delivered.
+// and the handler must return; the loop exits once it has. Nothing is
+// delivered after that; a panic the handler raises after the consumer left
+// is logged at Error (Config.Logger), since there is no one to return it to.
+// No goroutine is started by the stream itself; those of a parallel fan-out
+// are finished before each item is delivered.
 func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *StreamingRequestMediator, req Req) iter.Seq2[Res, error] {
 	return func(yield func(Res, error) bool) {
 		var zero Res
@@ -112,6 +126,11 @@ func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *Streamin
 		err = s.run(func() error { return h.Stream(sctx, req, s.item) }, h.Name)
 		switch {
 		case s.stopped:
+			var pe *engine.PanicError
+			if errors.As(err, &pe) {
+				m.log.LogAttrs(ctx, slog.LevelError, "cqrs: stream handler panicked after the consumer stopped",
+					slog.String("request_type", reflect.TypeFor[Req]().String()), slog.String("error", err.Error()))
+			}
 			return
 		case err != nil:
 			yield(zero, err)
