@@ -39,6 +39,39 @@ type EventMediator struct {
 // every handler was bound as a value. Most programs call bootstrap.Bootstrap
 // instead.
 func New(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*RequestMediator, error) {
+	p, err := build(c, reqs, evs, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &RequestMediator{
+		handlers: p.handlers,
+		engine:   p.engine,
+		events:   EventMediator{engine: p.engine},
+		wiring:   newWiring(p.desc, p.engine, cfg),
+	}, nil
+}
+
+// NewEventMediator resolves every handler bound in evs from c and returns an
+// EventMediator, reporting every problem at once. Most programs call
+// bootstrap.Events instead.
+func NewEventMediator(c di.Container, evs *events.Map, cfg Config) (*EventMediator, error) {
+	p, err := build(c, nil, evs, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &EventMediator{engine: p.engine}, nil
+}
+
+// parts is what every mediator is made of.
+type parts struct {
+	handlers map[typeid.ID]any               // by typeid.Of[Req]
+	desc     map[reflect.Type]registry.Built // for diagrams
+	engine   *engine.Engine
+}
+
+// build validates cfg and builds the request pipelines and the engine,
+// reporting every problem at once.
+func build(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (parts, error) {
 	var errs []error
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
@@ -50,35 +83,9 @@ func New(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*Requ
 	errs = append(errs, err)
 	eng, err = newEngine(c, evs, cfg)
 	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return &RequestMediator{
-		handlers: handlers,
-		engine:   eng,
-		events:   EventMediator{engine: eng},
-		wiring:   newWiring(desc, eng, cfg),
-	}, nil
+	return parts{handlers: handlers, desc: desc, engine: eng}, errors.Join(errs...)
 }
 
-// NewEventMediator resolves every handler bound in evs from c and returns an
-// EventMediator, reporting every problem at once. Most programs call
-// bootstrap.Events instead.
-func NewEventMediator(c di.Container, evs *events.Map, cfg Config) (*EventMediator, error) {
-	var errs []error
-	if err := cfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	eng, err := newEngine(c, evs, cfg)
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return &EventMediator{engine: eng}, nil
-}
-
-// resolveRequests builds every request binding, wrapped in its middleware,
-// keyed for Send and Stream, and returns their descriptions too.
 func resolveRequests(c di.Container, reqs *requests.Map, eng **engine.Engine, cfg Config) (map[typeid.ID]any, map[reflect.Type]registry.Built, error) {
 	handlers := map[typeid.ID]any{}
 	if reqs == nil {

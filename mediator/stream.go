@@ -44,23 +44,15 @@ type StreamingRequestMediator struct {
 // Request types bound to plain handlers are ignored by [Stream]. Most
 // programs call bootstrap.Streaming instead.
 func NewStreaming(c di.Container, reqs *requests.Map, evs *events.Map, cfg Config) (*StreamingRequestMediator, error) {
-	var errs []error
-	if err := cfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	var eng *engine.Engine
-	handlers, _, err := resolveRequests(c, reqs, &eng, cfg)
-	errs = append(errs, err)
-	eng, err = newEngine(c, evs, cfg)
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
+	p, err := build(c, reqs, evs, cfg)
+	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &StreamingRequestMediator{handlers: handlers, engine: eng, failFast: cfg.FailFast, log: log}, nil
+	return &StreamingRequestMediator{handlers: p.handlers, engine: p.engine, failFast: cfg.FailFast, log: log}, nil
 }
 
 // Stream runs the stream handler bound to the type of req and returns its

@@ -78,39 +78,52 @@ type Map registry.Requests
 //
 //	requests.Bind[PlaceOrder](r, NewPlaceOrderHandler)
 func Bind[Req Request[Res], Res any](m *Map, ctor any) {
-	r := reg(m)
-	t := reflect.TypeFor[Req]()
-	if err := di.CheckConstructor(ctor, reflect.TypeFor[Handler[Req, Res]]()); err != nil {
-		r.Fail(fmt.Errorf("requests: bind %v: %w", t, err))
-		return
-	}
-	r.Add(registry.RequestEntry{
-		Type:   t,
-		Source: "constructor " + di.FuncName(ctor),
-		Build: func(c di.Container, p registry.Pipeline) (registry.Built, error) {
-			h, err := di.Construct[Handler[Req, Res]](c, ctor)
-			if err != nil {
-				return registry.Built{}, err
-			}
-			return build(h.Handle, "handler", []any{h}, p)
-		},
-	})
+	bindConstructor(m, reflect.TypeFor[Req](), "handler", false, ctor, buildHandler[Req, Res])
 }
 
 // BindHandler binds Req to h, an already built handler.
 func BindHandler[Req Request[Res], Res any](m *Map, h Handler[Req, Res]) {
+	bindValue(m, reflect.TypeFor[Req](), "handler", false, h, buildHandler[Req, Res])
+}
+
+func buildHandler[Req Request[Res], Res any](h Handler[Req, Res], p registry.Pipeline) (registry.Built, error) {
+	return build(h.Handle, "handler", []any{h}, p)
+}
+
+// bindConstructor records the binding of t to the H built by ctor at
+// bootstrap, then wrapped by b; stream marks a stream handler.
+func bindConstructor[H any](m *Map, t reflect.Type, what string, stream bool, ctor any, b func(H, registry.Pipeline) (registry.Built, error)) {
 	r := reg(m)
-	t := reflect.TypeFor[Req]()
-	if registry.IsNil(h) {
-		r.Fail(fmt.Errorf("requests: bind %v: nil handler", t))
+	if err := di.CheckConstructor(ctor, reflect.TypeFor[H]()); err != nil {
+		r.Fail(fmt.Errorf("requests: bind %s for %v: %w", what, t, err))
 		return
 	}
 	r.Add(registry.RequestEntry{
 		Type:   t,
-		Source: fmt.Sprintf("handler %T", h),
-		Build: func(_ di.Container, p registry.Pipeline) (registry.Built, error) {
-			return build(h.Handle, "handler", []any{h}, p)
+		Source: what + " constructor " + di.FuncName(ctor),
+		Stream: stream,
+		Build: func(c di.Container, p registry.Pipeline) (registry.Built, error) {
+			h, err := di.Construct[H](c, ctor)
+			if err != nil {
+				return registry.Built{}, err
+			}
+			return b(h, p)
 		},
+	})
+}
+
+// bindValue records the binding of t to h, wrapped by b at bootstrap.
+func bindValue[H any](m *Map, t reflect.Type, what string, stream bool, h H, b func(H, registry.Pipeline) (registry.Built, error)) {
+	r := reg(m)
+	if registry.IsNil(h) {
+		r.Fail(fmt.Errorf("requests: bind %s for %v: nil handler", what, t))
+		return
+	}
+	r.Add(registry.RequestEntry{
+		Type:   t,
+		Source: fmt.Sprintf("%s %T", what, h),
+		Stream: stream,
+		Build:  func(_ di.Container, p registry.Pipeline) (registry.Built, error) { return b(h, p) },
 	})
 }
 

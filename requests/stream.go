@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 
-	"github.com/gocqrs/cqrs/di"
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/internal/registry"
 )
@@ -42,42 +41,12 @@ func (f StreamHandlerFunc[Req, Res]) Stream(ctx context.Context, req Req, yield 
 // for a [Handler]. A request type has one binding in a Map: a plain handler
 // or a stream handler.
 func BindStream[Req Request[Res], Res any](m *Map, ctor any) {
-	r := reg(m)
-	t := reflect.TypeFor[Req]()
-	if err := di.CheckConstructor(ctor, reflect.TypeFor[StreamHandler[Req, Res]]()); err != nil {
-		r.Fail(fmt.Errorf("requests: bind stream %v: %w", t, err))
-		return
-	}
-	r.Add(registry.RequestEntry{
-		Type:   t,
-		Source: "stream constructor " + di.FuncName(ctor),
-		Stream: true,
-		Build: func(c di.Container, p registry.Pipeline) (registry.Built, error) {
-			h, err := di.Construct[StreamHandler[Req, Res]](c, ctor)
-			if err != nil {
-				return registry.Built{}, err
-			}
-			return buildStream(h, p)
-		},
-	})
+	bindConstructor(m, reflect.TypeFor[Req](), "stream handler", true, ctor, buildStream[Req, Res])
 }
 
 // BindStreamHandler binds Req to h, an already built stream handler.
 func BindStreamHandler[Req Request[Res], Res any](m *Map, h StreamHandler[Req, Res]) {
-	r := reg(m)
-	t := reflect.TypeFor[Req]()
-	if registry.IsNil(h) {
-		r.Fail(fmt.Errorf("requests: bind stream %v: nil handler", t))
-		return
-	}
-	r.Add(registry.RequestEntry{
-		Type:   t,
-		Source: fmt.Sprintf("stream handler %T", h),
-		Stream: true,
-		Build: func(_ di.Container, p registry.Pipeline) (registry.Built, error) {
-			return buildStream(h, p)
-		},
-	})
+	bindValue(m, reflect.TypeFor[Req](), "stream handler", true, h, buildStream[Req, Res])
 }
 
 func buildStream[Req Request[Res], Res any](h StreamHandler[Req, Res], p registry.Pipeline) (registry.Built, error) {
