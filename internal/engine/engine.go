@@ -331,6 +331,24 @@ func (e *Engine) abandon(q *seq, l *seqLists, incoming bool) {
 	q.notStarted += e.countSteps(l.next, false)
 }
 
+// settle records the outcome of the step just run: a failure, or its
+// follow-ups for the next level. It reports whether the dispatch stops
+// (fail-fast).
+func (e *Engine) settle(q *seq, l *seqLists, fails *[]error, fus []any, err error, incoming bool) (stop bool) {
+	if err != nil {
+		*fails = append(*fails, err)
+		if e.opt.FailFast {
+			e.abandon(q, l, incoming)
+			return true
+		}
+		return false
+	}
+	if len(fus) > 0 {
+		l.next = append(l.next, fus...)
+	}
+	return false
+}
+
 // seqRun advances q until the dispatch is over (true), or until a step
 // panics (false: the panic is recorded and q points past that step).
 func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[]error, incoming, inherited bool) (over bool) {
@@ -370,27 +388,21 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 				q.routed, q.s = true, 0
 			}
 			if !q.r.publish && (e.global == nil || inherited) {
-				// The common case: handlers only, no slot to take. The same
-				// steps as the general loop below, with fewer loads.
+				// The common case, handlers only and no slot to take, in a
+				// loop with fewer loads; the general one follows.
 				hs, ev := q.r.hs, q.r.ev
 				for q.s < len(hs) {
 					if ctx.Err() != nil {
 						e.abandon(q, l, incoming)
 						return true
 					}
-					h := &hs[q.s]
-					fus, err := h.Call(hctx, ev)
-					q.s++
+					fus, err := hs[q.s].Call(hctx, ev)
 					if err != nil {
-						*fails = append(*fails, &HandlerError{EventType: q.r.t, Event: ev, Handler: h.Name, Err: err})
-						if e.opt.FailFast {
-							e.abandon(q, l, incoming)
-							return true
-						}
-						continue
+						err = &HandlerError{EventType: q.r.t, Event: ev, Handler: hs[q.s].Name, Err: err}
 					}
-					if len(fus) > 0 {
-						l.next = append(l.next, fus...)
+					q.s++
+					if e.settle(q, l, fails, fus, err, incoming) {
+						return true
 					}
 				}
 			}
@@ -405,31 +417,14 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 					e.abandon(q, l, incoming)
 					return true
 				}
-				var fus []any
-				if q.r.publish {
-					fus, err = e.call(hctx, &q.r, q.s)
-				} else {
-					// The common case, inline: one handler call.
-					h := &q.r.hs[q.s]
-					if fus, err = h.Call(hctx, q.r.ev); err != nil {
-						err = &HandlerError{EventType: q.r.t, Event: q.r.ev, Handler: h.Name, Err: err}
-					}
-				}
+				fus, err := e.call(hctx, &q.r, q.s)
 				if q.held {
 					e.release(inherited)
 					q.held = false
 				}
 				q.s++
-				if err != nil {
-					*fails = append(*fails, err)
-					if e.opt.FailFast {
-						e.abandon(q, l, incoming)
-						return true
-					}
-					continue
-				}
-				if len(fus) > 0 {
-					l.next = append(l.next, fus...)
+				if e.settle(q, l, fails, fus, err, incoming) {
+					return true
 				}
 			}
 			q.routed = false
