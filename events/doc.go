@@ -35,6 +35,15 @@
 // twice to one type is an error, reported by bootstrap with every other
 // problem.
 //
+// # Middleware and fallbacks
+//
+// [Middleware] wraps every event-handler invocation (logging, timeouts,
+// tracing); it is applied once per handler at bootstrap. [BindFallback]
+// backs a handler with a fallback under a [FallbackPolicy], optionally
+// behind a [CircuitBreaker]; the fallback's follow-ups replace the
+// primary's. Handlers may declare the events they emit ([Declarer]) for
+// wiring diagrams.
+//
 // # Concurrency contract
 //
 // The mediator calls handlers as follows (package mediator has the full

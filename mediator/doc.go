@@ -24,21 +24,38 @@
 //
 // # What Send does
 //
-//  1. It looks up the handler bound to the request's static type. Handlers
-//     were built once, at bootstrap; Send never touches the container.
-//  2. It calls the handler on the caller's goroutine with the caller's ctx.
-//     If the handler returns an error (or panics) Send returns that error
+//  1. It looks up the pipeline bound to the request's static type. Handlers
+//     and their middleware chains were built once, at bootstrap; Send never
+//     touches the container and builds nothing.
+//  2. It runs the pipeline on the caller's goroutine with the caller's ctx:
+//     global middleware (requests.Middleware) in registration order, then
+//     typed middleware (requests.Use), then the handler.
+//  3. If the handler returns an error (or panics) Send returns that error
 //     and the zero response, and none of the handler's events is
-//     dispatched.
-//  3. It dispatches the events the handler returned, and their follow-ups
-//     (events returned by event handlers), as described below.
+//     dispatched. Otherwise the events it returned, and their follow-ups
+//     (events returned by event handlers), are dispatched as described
+//     below, inside the global middleware: a span or a timeout set by global
+//     middleware covers the fan-out, and event handlers receive the context
+//     it passed on.
 //  4. It returns the response only when every one of those events has been
 //     handled or has failed: no event handler started by a Send is still
 //     running when Send returns, and Send starts no goroutine that outlives
 //     it.
 //
-// A Send whose handler emits no event costs a map lookup and a call; it
-// allocates nothing of its own and starts no goroutine.
+// A Send whose handler emits no event costs a map lookup and a few calls; it
+// allocates nothing of its own and starts no goroutine. Typed middleware adds
+// no allocation; global middleware sees the request and the response as any,
+// which allocates for values larger than a pointer.
+//
+// # Streams
+//
+// A [StreamingRequestMediator] runs stream handlers (requests.StreamHandler)
+// through [Stream], which returns an iter.Seq2 for a range loop. For each
+// item, the events the handler produced with it are dispatched with the same
+// engine and settings as Send, and all are done, before the consumer
+// receives the item; events the handler returns after its last item are
+// dispatched before the loop ends. The stream runs on the consumer's
+// goroutine. The godoc of Stream lists every outcome.
 //
 // # Event fan-out
 //
@@ -111,6 +128,12 @@
 // handlers returned. Handlers receive the
 // caller's ctx (in fail-fast mode, a child of it) and should return promptly
 // when it is done; Send cannot return before they do.
+//
+// # Event middleware
+//
+// events.Middleware wraps each event-handler invocation. It runs inside the
+// fan-out, on the goroutine and under the slot of the invocation it wraps;
+// its panics are recovered like a handler's.
 //
 // # Calling back into the mediator
 //
