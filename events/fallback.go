@@ -23,7 +23,9 @@ type CircuitBreaker interface {
 }
 
 // FallbackPolicy says when a fallback handler replaces a failed primary.
-// The zero value falls back on any error, with no circuit breaker.
+// The zero value falls back on any error, with no circuit breaker. Whatever
+// the policy, the fallback is never called once the context is done: the
+// primary's error (typically the context's) is returned.
 type FallbackPolicy struct {
 	// On lists the errors that trigger the fallback, matched with
 	// errors.Is; empty (and If nil) means any error.
@@ -132,7 +134,7 @@ func fallbackEntry[E any](primary, fallback Handler[E], policy FallbackPolicy) r
 		if err == nil {
 			return evs, nil
 		}
-		if !policy.Triggers(err) {
+		if ctx.Err() != nil || !policy.Triggers(err) {
 			return nil, err
 		}
 		return fallback.Handle(ctx, e)

@@ -91,6 +91,7 @@ func BenchmarkFanOutEfficiency(b *testing.B) {
 	ideal := time.Duration(n/limit) * wait
 	ctx := context.Background()
 	report := func(b *testing.B, start time.Time, f *inflight) {
+		b.Helper()
 		per := time.Since(start) / time.Duration(b.N)
 		b.ReportMetric(float64(per)/float64(ideal), "wall/ideal")
 		b.ReportMetric(float64(f.max.Load()), "max-in-flight")

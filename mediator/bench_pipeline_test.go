@@ -88,6 +88,7 @@ func BenchmarkMiddleware(b *testing.B) {
 		requests.BindHandler(r, requests.Handler[benchQuery, int](benchQueryHandler{}))
 	}
 	run := func(b *testing.B, opts ...bootstrap.Option) {
+		b.Helper()
 		m, err := bootstrap.Bootstrap(nil, opts...)
 		if err != nil {
 			b.Fatal(err)

@@ -51,7 +51,8 @@ func TestStreamPanicAfterConsumerStoppedIsLogged(t *testing.T) {
 		}))
 	require.NoError(t, err)
 
-	for range mediator.Stream(context.Background(), sm, streamLogReq{}) {
+	for _, err := range mediator.Stream(context.Background(), sm, streamLogReq{}) {
+		require.NoError(t, err)
 		break // the consumer leaves; the handler then panics
 	}
 

@@ -487,7 +487,7 @@ func TestStreamEventFailureWithFailFastIsLastPair(t *testing.T) {
 			require.NoError(t, pairs[0].err)
 			assert.Equal(t, 0, pairs[0].v.Step)
 			assert.Equal(t, 1, pairs[1].v.Step, "the item comes with its dispatch error")
-			dispatchError(t, pairs[1].err)
+			_ = dispatchError(t, pairs[1].err)
 			require.ErrorIs(t, pairs[1].err, errBad)
 			assert.True(t, yieldedFalse.Load(), "yield returned false to the handler")
 			assert.True(t, ctxDoneAfterFalse.Load(), "the handler's context is cancelled when yield returns false")
@@ -1013,7 +1013,7 @@ func TestStreamEventHandlerPanicIsDeliveredWithItem(t *testing.T) {
 			require.NoError(t, pairs[0].err)
 			require.NoError(t, pairs[2].err)
 			assert.Equal(t, 1, pairs[1].v.Step, "the item survives its event handler's panic")
-			dispatchError(t, pairs[1].err)
+			_ = dispatchError(t, pairs[1].err)
 			var pe *mediator.PanicError
 			require.ErrorAs(t, pairs[1].err, &pe)
 			assert.Equal(t, "event kaboom", pe.Value)

@@ -82,7 +82,7 @@ func buildFallback[Req Request[Res], Res any](primary, fallback Handler[Req, Res
 		if err == nil {
 			return res, evs, nil
 		}
-		if !policy.Triggers(err) {
+		if ctx.Err() != nil || !policy.Triggers(err) {
 			var zero Res
 			return zero, nil, err
 		}

@@ -65,7 +65,8 @@ func (f MiddlewareFunc) WrapRequest(info Info, next AnyHandlerFunc) AnyHandlerFu
 // AnyStreamFunc is the untyped view of a stream that global stream middleware
 // wraps. Each item is yielded after its events were dispatched, with the
 // error of that dispatch (nil, or a *DispatchError); the returned error is
-// the handler's, or that of the dispatch of its late events.
+// the handler's, that of the dispatch of its late events, or the context's
+// when the stream was cancelled.
 type AnyStreamFunc func(ctx context.Context, req any, yield func(item any, err error) bool) error
 
 // StreamMiddleware wraps every stream (global stream middleware). WrapStream
@@ -190,16 +191,16 @@ func wrapStream[Req Request[Res], Res any](h StreamHandlerFunc[Req, Res], info I
 	dispatch := p.Dispatch
 	core := func(ctx context.Context, req Req, yield func(Res, error) bool) error {
 		stopped := false
+		var cancelled error
 		late, err := h(ctx, req, func(item Res, evs []events.Event) bool {
 			if stopped {
 				return false
 			}
 			if cerr := ctx.Err(); cerr != nil {
 				// Nothing produced after cancellation is dispatched or
-				// delivered: report the cancellation instead.
-				stopped = true
-				var zero Res
-				yield(zero, cerr)
+				// delivered: the stream ends with the cancellation, which
+				// is not an item.
+				stopped, cancelled = true, cerr
 				return false
 			}
 			var derr error
@@ -212,6 +213,9 @@ func wrapStream[Req Request[Res], Res any](h StreamHandlerFunc[Req, Res], info I
 			}
 			return true
 		})
+		if cancelled != nil {
+			return cancelled
+		}
 		if err != nil || stopped || len(late) == 0 {
 			return err
 		}

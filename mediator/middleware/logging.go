@@ -56,7 +56,7 @@ func (l *Logger) WrapRequest(info requests.Info, next requests.AnyHandlerFunc) r
 		start := time.Now()
 		res, err := next(ctx, req)
 		if err == nil && !l.Log.Enabled(ctx, l.Level) {
-			return res, err
+			return res, nil
 		}
 		attrs := []slog.Attr{reqType, handler}
 		if l.Payloads {
@@ -98,8 +98,8 @@ func (l *Logger) WrapEvent(inv events.Invocation, next events.InvocationFunc) ev
 	return func(ctx context.Context, ev events.Event) ([]events.Event, error) {
 		start := time.Now()
 		fus, err := next(ctx, ev)
-		if !l.Log.Enabled(ctx, l.Level) && err == nil {
-			return fus, err
+		if err == nil && !l.Log.Enabled(ctx, l.Level) {
+			return fus, nil
 		}
 		attrs := []slog.Attr{evType, handler, slog.Int("follow_ups", len(fus))}
 		if l.Payloads {
