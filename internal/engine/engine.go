@@ -397,10 +397,13 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 						return true
 					}
 					fus, err := hs[q.s].Call(hctx, ev)
-					if err != nil {
-						err = &HandlerError{EventType: q.r.t, Event: ev, Handler: hs[q.s].Name, Err: err}
-					}
 					q.s++
+					if err == nil && len(fus) == 0 {
+						continue
+					}
+					if err != nil {
+						err = &HandlerError{EventType: q.r.t, Event: ev, Handler: hs[q.s-1].Name, Err: err}
+					}
 					if e.settle(q, l, fails, fus, err, incoming) {
 						return true
 					}
