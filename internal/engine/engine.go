@@ -97,9 +97,6 @@ func New(routes map[reflect.Type][]registry.EventHandler, opt Options) *Engine {
 	return e
 }
 
-// HasHandlers reports whether at least one handler is bound to t.
-func (e *Engine) HasHandlers(t reflect.Type) bool { return len(e.byType[t]) > 0 }
-
 // Routes returns the resolved handlers per event type. It must not be
 // modified.
 func (e *Engine) Routes() map[reflect.Type][]registry.EventHandler { return e.byType }
