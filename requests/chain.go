@@ -94,7 +94,7 @@ func BindChainHandlers[Req Request[Res], Res any](m *Map, links ...ChainHandler[
 }
 
 func buildChain[Req Request[Res], Res any](links []ChainHandler[Req, Res], p registry.Pipeline) (registry.Built, error) {
-	h := func(ctx context.Context, req Req) (Res, []events.Event, error) {
+	h := HandlerFunc[Req, Res](func(ctx context.Context, req Req) (Res, []events.Event, error) {
 		run := &chainRun[Req, Res]{links: links}
 		res, err := run.next(ctx, req)
 		if err != nil {
@@ -102,7 +102,7 @@ func buildChain[Req Request[Res], Res any](links []ChainHandler[Req, Res], p reg
 			return zero, nil, err
 		}
 		return res, run.evs, nil
-	}
+	})
 	hs := make([]any, len(links))
 	for i, l := range links {
 		hs[i] = l

@@ -69,7 +69,7 @@ func BindFallbackHandlers[Req Request[Res], Res any](m *Map, primary, fallback H
 
 func buildFallback[Req Request[Res], Res any](primary, fallback Handler[Req, Res], policy FallbackPolicy, p registry.Pipeline) (registry.Built, error) {
 	name := fmt.Sprintf("%T", primary)
-	h := func(ctx context.Context, req Req) (Res, []events.Event, error) {
+	h := HandlerFunc[Req, Res](func(ctx context.Context, req Req) (Res, []events.Event, error) {
 		var (
 			res Res
 			evs []events.Event
@@ -87,6 +87,6 @@ func buildFallback[Req Request[Res], Res any](primary, fallback Handler[Req, Res
 			return zero, nil, err
 		}
 		return fallback.Handle(ctx, req)
-	}
+	})
 	return build(h, "fallback", []any{primary, fallback}, p)
 }

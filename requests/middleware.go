@@ -120,20 +120,27 @@ func UseStream[Req Request[Res], Res any](m *Map, mws ...TypedStreamMiddleware[R
 
 // wrap builds the pipeline of a handler: global middleware, then typed
 // middleware, then h, whose events are dispatched with p.Dispatch.
-func wrap[Req Request[Res], Res any](h HandlerFunc[Req, Res], info Info, p registry.Pipeline) (func(context.Context, Req) (Res, error), []string, error) {
+func wrap[Req Request[Res], Res any](handler Handler[Req, Res], info Info, p registry.Pipeline) (func(context.Context, Req) (Res, error), []string, error) {
 	names := middlewareNames(p)
-	for i := len(p.Typed) - 1; i >= 0; i-- {
-		mw, ok := p.Typed[i].(TypedMiddleware[Req, Res])
-		if !ok {
-			return nil, nil, fmt.Errorf("middleware %d added with Use for %v is a %T, not a TypedMiddleware for this handler", i, info.Request, p.Typed[i])
+	h := handler
+	if len(p.Typed) > 0 {
+		f := HandlerFunc[Req, Res](handler.Handle)
+		for i := len(p.Typed) - 1; i >= 0; i-- {
+			mw, ok := p.Typed[i].(TypedMiddleware[Req, Res])
+			if !ok {
+				return nil, nil, fmt.Errorf("middleware %d added with Use for %v is a %T, not a TypedMiddleware for this handler", i, info.Request, p.Typed[i])
+			}
+			if f = mw(f); f == nil {
+				return nil, nil, fmt.Errorf("typed middleware %d for %v returned a nil handler", i, info.Request)
+			}
 		}
-		if h = mw(h); h == nil {
-			return nil, nil, fmt.Errorf("typed middleware %d for %v returned a nil handler", i, info.Request)
-		}
+		h = f
 	}
 	dispatch := p.Dispatch
+	// The handler is called through its interface: one dynamic call, no
+	// method-value wrapper.
 	core := func(ctx context.Context, req Req) (Res, error) {
-		res, evs, err := h(ctx, req)
+		res, evs, err := h.Handle(ctx, req)
 		if err != nil {
 			var zero Res
 			return zero, err

@@ -87,7 +87,7 @@ func BindHandler[Req Request[Res], Res any](m *Map, h Handler[Req, Res]) {
 }
 
 func buildHandler[Req Request[Res], Res any](h Handler[Req, Res], p registry.Pipeline) (registry.Built, error) {
-	return build(h.Handle, "handler", []any{h}, p)
+	return build(h, "handler", []any{h}, p)
 }
 
 // bindConstructor records the binding of t to the H built by ctor at
@@ -139,7 +139,7 @@ func reg(m *Map) *registry.Requests {
 
 // build wraps h, made of the handlers hs (one, or the links of a chain...),
 // in its middleware and describes it.
-func build[Req Request[Res], Res any](h HandlerFunc[Req, Res], kind string, hs []any, p registry.Pipeline) (registry.Built, error) {
+func build[Req Request[Res], Res any](h Handler[Req, Res], kind string, hs []any, p registry.Pipeline) (registry.Built, error) {
 	b := registry.Built{Kind: kind}
 	for _, v := range hs {
 		b.Handlers = append(b.Handlers, fmt.Sprintf("%T", v))
