@@ -107,7 +107,7 @@ func (e *Engine) Dispatch(ctx context.Context, evs []any) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	return e.dispatch(ctx, evs, nil, false)
+	return e.dispatch(ctx, evs, nil, nil, false)
 }
 
 // DispatchIncoming dispatches one event received from outside the process:
@@ -124,12 +124,12 @@ func (e *Engine) DispatchIncoming(ctx context.Context, ev any) error {
 	if !ok {
 		return fmt.Errorf("%w for event %T", ErrHandlerNotFound, ev)
 	}
-	return e.dispatch(ctx, nil, ev, true)
+	return e.dispatch(ctx, nil, ev, &b, true)
 }
 
-// dispatch dispatches evs, or the single event one when evs is nil (which
-// spares a slice).
-func (e *Engine) dispatch(ctx context.Context, evs []any, one any, incoming bool) error {
+// dispatch dispatches evs, or the single event one, already looked up as
+// ob, when evs is nil (which spares a slice and a lookup).
+func (e *Engine) dispatch(ctx context.Context, evs []any, one any, ob *binding, incoming bool) error {
 	inherited := false
 	hctx := ctx
 	if e.global != nil {
@@ -142,7 +142,7 @@ func (e *Engine) dispatch(ctx context.Context, evs []any, one any, incoming bool
 		}
 	}
 	if !e.opt.Concurrent || e.opt.Limit <= 1 || inherited {
-		return e.sequential(ctx, hctx, evs, one, incoming, inherited)
+		return e.sequential(ctx, hctx, evs, one, ob, incoming, inherited)
 	}
 	if evs == nil {
 		evs = []any{one}
@@ -173,6 +173,11 @@ func (e *Engine) route(r *route, ev any, depth int, incoming bool) error {
 		return &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
 	b := e.routes[typeid.OfValue(ev)]
+	return e.fill(r, ev, &b, depth, incoming)
+}
+
+// fill resolves ev, whose binding b was looked up, into r.
+func (e *Engine) fill(r *route, ev any, b *binding, depth int, incoming bool) error {
 	// An unbound type is checked too: a nil *T must not be reported as an
 	// event with no handler, nor a nil notification be published.
 	if (b.nilable || b.hs == nil) && registry.IsNil(ev) {
@@ -298,13 +303,13 @@ type seqLists struct {
 }
 
 // sequential dispatches breadth first on the calling goroutine.
-func (e *Engine) sequential(ctx, hctx context.Context, level []any, one any, incoming, inherited bool) error {
+func (e *Engine) sequential(ctx, hctx context.Context, level []any, one any, ob *binding, incoming, inherited bool) error {
 	l := seqLists{level: level}
 	q := seq{depth: 1}
 	var fails []error
 	if level == nil {
 		// One event: route it now; the cursor starts on it.
-		if err := e.route(&q.r, one, 1, incoming); err != nil {
+		if err := e.fill(&q.r, one, ob, 1, incoming); err != nil {
 			return e.result(ctx, []error{err}, 0)
 		}
 		q.routed = true
