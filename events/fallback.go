@@ -7,7 +7,6 @@ import (
 	"reflect"
 
 	"github.com/gocqrs/cqrs/di"
-	"github.com/gocqrs/cqrs/internal/panics"
 	"github.com/gocqrs/cqrs/internal/registry"
 )
 
@@ -54,23 +53,6 @@ func (p FallbackPolicy) Triggers(err error) bool {
 		}
 	}
 	return p.If != nil && p.If(err)
-}
-
-// Guard calls primary, through the breaker if there is one, turning a panic
-// into an error so that it too can trigger the fallback.
-func (p FallbackPolicy) Guard(ctx context.Context, name string, primary func(ctx context.Context) error) error {
-	call := func(ctx context.Context) (err error) {
-		defer func() {
-			if v := recover(); v != nil {
-				err = panics.New(v)
-			}
-		}()
-		return primary(ctx)
-	}
-	if p.Breaker == nil {
-		return call(ctx)
-	}
-	return p.Breaker.Call(ctx, name, call)
 }
 
 // BindFallback binds to E a handler built by primary, backed by one built by
@@ -126,15 +108,15 @@ func fallbackEntry[E any](primary, fallback Handler[E], policy FallbackPolicy) r
 	name := fmt.Sprintf("%T", primary)
 	h := HandlerFunc[E](func(ctx context.Context, e E) ([]Event, error) {
 		var evs []Event
-		err := policy.Guard(ctx, name, func(ctx context.Context) error {
+		useFallback, err := registry.TryPrimary(ctx, policy.Breaker, name, func(ctx context.Context) error {
 			var err error
 			evs, err = primary.Handle(ctx, e)
 			return err
-		})
+		}, policy.Triggers)
 		if err == nil {
 			return evs, nil
 		}
-		if ctx.Err() != nil || !policy.Triggers(err) {
+		if !useFallback {
 			return nil, err
 		}
 		return fallback.Handle(ctx, e)

@@ -74,15 +74,15 @@ func buildFallback[Req Request[Res], Res any](primary, fallback Handler[Req, Res
 			res Res
 			evs []events.Event
 		)
-		err := policy.Guard(ctx, name, func(ctx context.Context) error {
+		useFallback, err := registry.TryPrimary(ctx, policy.Breaker, name, func(ctx context.Context) error {
 			var err error
 			res, evs, err = primary.Handle(ctx, req)
 			return err
-		})
+		}, policy.Triggers)
 		if err == nil {
 			return res, evs, nil
 		}
-		if ctx.Err() != nil || !policy.Triggers(err) {
+		if !useFallback {
 			var zero Res
 			return zero, nil, err
 		}

@@ -95,26 +95,25 @@ type TypedStreamMiddleware[Req Request[Res], Res any] func(next StreamHandlerFun
 // a chain, outermost first: global middleware in registration order, then
 // typed middleware in the order Use added it, then the handler.
 func Use[Req Request[Res], Res any](m *Map, mws ...TypedMiddleware[Req, Res]) {
-	r := reg(m)
-	for i, mw := range mws {
-		if mw == nil {
-			r.Fail(fmt.Errorf("requests: Use for %v: middleware %d is nil", reflect.TypeFor[Req](), i))
-			continue
-		}
-		r.Use(reflect.TypeFor[Req](), mw)
-	}
+	use(m, reflect.TypeFor[Req](), "Use", mws)
 }
 
 // UseStream adds typed stream middleware around the stream handler bound to
 // Req, in the same order as [Use].
 func UseStream[Req Request[Res], Res any](m *Map, mws ...TypedStreamMiddleware[Req, Res]) {
+	use(m, reflect.TypeFor[Req](), "UseStream", mws)
+}
+
+// use records typed middleware for t; the pipeline checks its kind when it
+// is built.
+func use[M any](m *Map, t reflect.Type, fn string, mws []M) {
 	r := reg(m)
 	for i, mw := range mws {
-		if mw == nil {
-			r.Fail(fmt.Errorf("requests: UseStream for %v: middleware %d is nil", reflect.TypeFor[Req](), i))
+		if registry.IsNil(mw) {
+			r.Fail(fmt.Errorf("requests: %s for %v: middleware %d is nil", fn, t, i))
 			continue
 		}
-		r.Use(reflect.TypeFor[Req](), mw)
+		r.Use(t, mw)
 	}
 }
 
