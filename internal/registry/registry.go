@@ -7,7 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
+	"strings"
 
 	"github.com/gocqrs/cqrs/di"
 )
@@ -117,7 +120,7 @@ func (r *Requests) Len() int { return len(r.order) }
 func (r *Requests) Resolve(c di.Container, request, stream []any, dispatch func(context.Context, []any) error) (map[reflect.Type]Built, error) {
 	errs := append([]error(nil), r.errs...)
 	out := make(map[reflect.Type]Built, len(r.order))
-	for t := range r.typed {
+	for _, t := range slices.SortedFunc(maps.Keys(r.typed), func(a, b reflect.Type) int { return strings.Compare(a.String(), b.String()) }) {
 		if _, ok := r.entries[t]; !ok {
 			errs = append(errs, fmt.Errorf("requests: middleware added for %v, which is not bound", t))
 		}
