@@ -47,6 +47,12 @@ type NotificationEvent interface {
 	EventPayload() any
 }
 
+// Keyed is implemented by a [NotificationEvent] that has a partition key;
+// transports and the outbox keep the events of one key in order.
+type Keyed interface {
+	EventKey() string
+}
+
 // Notification is the standard [NotificationEvent], with a typed payload.
 // Bind a handler to Notification[P] to consume it in process with an
 // EventMediator.
@@ -56,6 +62,11 @@ type Notification[P any] struct {
 	Topic     string    `json:"topic"`
 	Timestamp time.Time `json:"event_timestamp"`
 	Payload   P         `json:"payload"`
+	// Key is the partition key (e.g. the aggregate's id): events with the
+	// same key leave the process, and reach consumers on brokers that
+	// partition, in the order they were emitted. It travels beside the body,
+	// not in it. Empty means no ordering requirement.
+	Key string `json:"-"`
 }
 
 // NewNotification returns a notification event with a new UUIDv7 ID (time
@@ -77,6 +88,15 @@ func (n Notification[P]) WithTopic(topic string) Notification[P] {
 	n.Topic = topic
 	return n
 }
+
+// WithKey returns a copy of n with partition key key.
+func (n Notification[P]) WithKey(key string) Notification[P] {
+	n.Key = key
+	return n
+}
+
+// EventKey implements [Keyed].
+func (n Notification[P]) EventKey() string { return n.Key }
 
 // EventID implements [NotificationEvent].
 func (n Notification[P]) EventID() uuid.UUID { return n.ID }

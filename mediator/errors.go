@@ -26,6 +26,11 @@ var (
 	// ErrMaxDepth: a follow-up event was nested deeper than
 	// Config.MaxEventDepth and was not dispatched.
 	ErrMaxDepth = engine.ErrMaxDepth
+	// ErrGoexit: an event handler (or publisher) running on a worker
+	// goroutine of a parallel fan-out ended that goroutine with
+	// runtime.Goexit (as t.FailNow does in a test). It is reported like a
+	// failure of that invocation.
+	ErrGoexit = engine.ErrGoexit
 	// ErrInvalidConfig: a Config field is out of range.
 	ErrInvalidConfig = errors.New("invalid mediator configuration")
 )

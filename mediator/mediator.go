@@ -192,7 +192,7 @@ func Send[Req requests.Request[Res], Res any](ctx context.Context, m *RequestMed
 	if h.Nilable && registry.IsNil(req) {
 		return zero, fmt.Errorf("%w of type %v", ErrNilRequest, reflect.TypeFor[Req]())
 	}
-	if err := ctx.Err(); err != nil {
+	if err := engine.CtxErr(ctx); err != nil {
 		return zero, err
 	}
 	return call(ctx, h, req)
@@ -225,7 +225,7 @@ func (m *EventMediator) Send(ctx context.Context, event events.Event) error {
 	if ctx == nil {
 		return ErrNilContext
 	}
-	if err := ctx.Err(); err != nil {
+	if err := engine.CtxErr(ctx); err != nil {
 		return err
 	}
 	return m.engine.DispatchIncoming(ctx, event)

@@ -127,7 +127,7 @@ func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *Streamin
 		case err != nil:
 			yield(zero, err)
 		case ctx.Err() != nil:
-			yield(zero, ctx.Err())
+			yield(zero, engine.CtxErr(ctx))
 		}
 	}
 }
@@ -150,7 +150,7 @@ func lookupStream[Req requests.Request[Res], Res any](ctx context.Context, m *St
 	if h.Nilable && registry.IsNil(req) {
 		return nil, fmt.Errorf("%w of type %v", ErrNilRequest, reflect.TypeFor[Req]())
 	}
-	if err := ctx.Err(); err != nil {
+	if err := engine.CtxErr(ctx); err != nil {
 		return nil, err
 	}
 	return h, nil

@@ -5,10 +5,10 @@
 // The public contract is written in the doc of package mediator; this
 // comment records how the engine meets it.
 //
-// Sequential mode (concurrency disabled, a limit of 1, or a nested dispatch
-// that inherits a mediator-wide slot) runs on the caller's goroutine, level by
-// level: the events of one level, each with its handlers in bind order, then
-// all their follow-ups. It allocates only the follow-up slices and errors.
+// Sequential mode (concurrency disabled, or a limit of 1) runs on the
+// caller's goroutine, level by level: the events of one level, each with its
+// handlers in bind order, then all their follow-ups. It allocates the frame
+// its handlers receive (one per dispatch), the follow-up slices and errors.
 //
 // Parallel mode keeps a FIFO queue of tasks and at most Limit workers: the
 // caller's goroutine is one worker and the others are errgroup goroutines,
@@ -19,7 +19,12 @@
 // handlers in bind order (handlers serial). Follow-ups are queued
 // as soon as the invocation that produced them returns. Since each worker runs
 // one invocation at a time, at most Limit invocations run at once, and no
-// goroutine ever waits for a slot: queued work waits in the queue.
+// goroutine ever waits for a per-dispatch slot: queued work waits in the
+// queue.
+//
+// Handlers receive a frame (frame.go): the dispatch's context plus the depth
+// of the events being handled and, with a mediator-wide limit, the slot the
+// invocation holds. Nested dispatches read both from the context.
 package engine
 
 import (
@@ -30,7 +35,6 @@ import (
 	"sync"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/internal/registry"
@@ -64,7 +68,7 @@ type Engine struct {
 	byType map[reflect.Type][]registry.EventHandler
 	routes map[typeid.ID]binding // by typeid.OfValue of the event
 	opt    Options
-	global *semaphore.Weighted
+	slots  chan struct{} // the mediator-wide limit, as a counting semaphore; nil when none
 	log    *slog.Logger
 }
 
@@ -76,9 +80,6 @@ type binding struct {
 }
 
 var notificationType = reflect.TypeFor[events.NotificationEvent]()
-
-// heldKey marks a context whose goroutine holds a mediator-wide slot of e.
-type heldKey struct{ e *Engine }
 
 // New returns an engine over routes, which it does not copy.
 func New(routes map[reflect.Type][]registry.EventHandler, opt Options) *Engine {
@@ -92,7 +93,7 @@ func New(routes map[reflect.Type][]registry.EventHandler, opt Options) *Engine {
 		e.log = slog.Default()
 	}
 	if opt.GlobalLimit > 0 {
-		e.global = semaphore.NewWeighted(int64(opt.GlobalLimit))
+		e.slots = make(chan struct{}, opt.GlobalLimit)
 	}
 	return e
 }
@@ -128,26 +129,21 @@ func (e *Engine) DispatchIncoming(ctx context.Context, ev any) error {
 }
 
 // dispatch dispatches evs, or the single event one, already looked up as
-// ob, when evs is nil (which spares a slice and a lookup).
+// ob, when evs is nil (which spares a slice and a lookup). The events are at
+// the depth after that of the handler whose context ctx is, if any.
 func (e *Engine) dispatch(ctx context.Context, evs []any, one any, ob *binding, incoming bool) error {
-	inherited := false
-	hctx := ctx
-	if e.global != nil {
-		if ctx.Value(heldKey{e}) != nil {
-			// A handler holding one of our slots dispatches again: run
-			// inline within that slot, or a cap of 1 would deadlock.
-			inherited = true
-		} else {
-			hctx = context.WithValue(ctx, heldKey{e}, struct{}{})
-		}
+	depth := Depth(ctx) + 1
+	var parent *lease
+	if e.slots != nil {
+		parent = e.leaseOf(ctx)
 	}
-	if !e.opt.Concurrent || e.opt.Limit <= 1 || inherited {
-		return e.sequential(ctx, hctx, evs, one, ob, incoming, inherited)
+	if !e.opt.Concurrent || e.opt.Limit <= 1 {
+		return e.sequential(ctx, evs, one, ob, depth, parent, incoming)
 	}
 	if evs == nil {
 		evs = []any{one}
 	}
-	return e.parallel(ctx, evs, incoming)
+	return e.parallel(ctx, evs, depth, parent, incoming)
 }
 
 // route is what one event resolves to: an optional publish step followed by
@@ -168,16 +164,20 @@ func (r *route) steps() int {
 
 // route resolves ev at depth into r. It returns an error for a nil event or
 // one nested too deep; an event with no handler resolves to zero steps.
-func (e *Engine) route(r *route, ev any, depth int, incoming bool) error {
+func (e *Engine) route(ctx context.Context, r *route, ev any, depth int, incoming bool) error {
 	if ev == nil {
 		return &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
 	}
 	b := e.routes[typeid.OfValue(ev)]
-	return e.fill(r, ev, &b, depth, incoming)
+	return e.fill(ctx, r, ev, &b, depth, incoming)
 }
 
-// fill resolves ev, whose binding b was looked up, into r.
-func (e *Engine) fill(r *route, ev any, b *binding, depth int, incoming bool) error {
+// refuse returns the error an event that cannot be dispatched is reported
+// with, or nil: a nil event, or one deeper than the maximum.
+func (e *Engine) refuse(ev any, b *binding, depth int) error {
+	if ev == nil {
+		return &HandlerError{Event: ev, Handler: "(none)", Err: ErrNilEvent}
+	}
 	// An unbound type is checked too: a nil *T must not be reported as an
 	// event with no handler, nor a nil notification be published.
 	if (b.nilable || b.hs == nil) && registry.IsNil(ev) {
@@ -186,47 +186,58 @@ func (e *Engine) fill(r *route, ev any, b *binding, depth int, incoming bool) er
 	if depth > e.opt.MaxDepth {
 		return &DepthError{EventType: reflect.TypeOf(ev), Event: ev, Depth: depth, Max: e.opt.MaxDepth}
 	}
+	return nil
+}
+
+// fill resolves ev, whose binding b was looked up, into r.
+func (e *Engine) fill(ctx context.Context, r *route, ev any, b *binding, depth int, incoming bool) error {
+	if err := e.refuse(ev, b, depth); err != nil {
+		return err
+	}
 	r.ev, r.t, r.hs, r.publish = ev, reflect.TypeOf(ev), b.hs, b.notify && !incoming
 	if b.hs == nil {
 		_, r.publish = ev.(events.NotificationEvent)
 		r.publish = r.publish && !incoming
 		if !r.publish {
-			e.warnUnhandled(r.t)
+			return e.warnUnhandled(ctx, r.t)
 		}
 	}
 	return nil
 }
 
-func (e *Engine) warnUnhandled(t reflect.Type) {
-	e.log.LogAttrs(context.Background(), slog.LevelWarn, "cqrs: no handler for event",
-		slog.String("event_type", t.String()))
+// warnUnhandled logs an event nobody handles. A panic of the logger is
+// returned as a failure of the dispatch, never raised.
+func (e *Engine) warnUnhandled(ctx context.Context, t reflect.Type) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &HandlerError{EventType: t, Handler: "logger", Err: NewPanicError(v)}
+		}
+	}()
+	e.log.LogAttrs(ctx, slog.LevelWarn, "cqrs: no handler for event", slog.String("event_type", t.String()))
+	return nil
 }
 
-// countSteps counts the invocations evs would need, for reporting work that
-// was never started.
-func (e *Engine) countSteps(evs []any, incoming bool) int {
+// skip settles evs, at depth, which will not be dispatched because the
+// dispatch stopped: an event that would have been refused (nil, too deep) is
+// reported as it would have been, and the invocations the others needed are
+// counted and returned.
+func (e *Engine) skip(evs []any, depth int, incoming bool, fails *[]error) int {
 	n := 0
 	for _, ev := range evs {
-		if registry.IsNil(ev) {
+		var b binding
+		if ev != nil {
+			b = e.routes[typeid.OfValue(ev)]
+		}
+		if err := e.refuse(ev, &b, depth); err != nil {
+			*fails = append(*fails, err)
 			continue
 		}
-		n += len(e.routes[typeid.OfValue(ev)].hs)
+		n += len(b.hs)
 		if _, ok := ev.(events.NotificationEvent); ok && !incoming {
 			n++
 		}
 	}
 	return n
-}
-
-// step runs step s of r, turning a panic into a *HandlerError wrapping a
-// *PanicError.
-func (e *Engine) step(ctx context.Context, r *route, s int) (fus []any, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			fus, err = nil, &HandlerError{EventType: r.t, Event: r.ev, Handler: e.stepName(r, s), Err: NewPanicError(v)}
-		}
-	}()
-	return e.call(ctx, r, s)
 }
 
 // call runs step s of r: the publish, or one handler. The caller recovers
@@ -261,22 +272,10 @@ func (e *Engine) stepName(r *route, s int) string {
 		}
 		s--
 	}
+	if s < 0 || s >= len(r.hs) {
+		return "(none)"
+	}
 	return r.hs[s].Name
-}
-
-// acquire takes a mediator-wide slot, if there is such a limit and the
-// caller does not already hold one. The caller has checked ctx.Err().
-func (e *Engine) acquire(ctx context.Context, inherited bool) error {
-	if e.global == nil || inherited {
-		return nil
-	}
-	return e.global.Acquire(ctx, 1)
-}
-
-func (e *Engine) release(inherited bool) {
-	if e.global != nil && !inherited {
-		e.global.Release(1)
-	}
 }
 
 // seq is the cursor of a sequential dispatch. It lives outside seqRun so
@@ -291,7 +290,11 @@ type seq struct {
 	depth, i, s int   // event level[i] at depth, its next step s
 	r           route // route of level[i], valid while routed
 	routed      bool
-	held        bool // a mediator-wide slot is held
+	incoming    bool   // level holds the event received from outside
+	frame       *frame // what handlers receive, without a mediator-wide limit
+	parent      *lease // the slot ctx may lend, with a mediator-wide limit
+	borrowed    *lease // the slot held for the running step was lent by it
+	own         *lease // the running step's own lease; nil when none is held
 	notStarted  int
 }
 
@@ -303,44 +306,49 @@ type seqLists struct {
 }
 
 // sequential dispatches breadth first on the calling goroutine.
-func (e *Engine) sequential(ctx, hctx context.Context, level []any, one any, ob *binding, incoming, inherited bool) error {
+func (e *Engine) sequential(ctx context.Context, level []any, one any, ob *binding, depth int, parent *lease, incoming bool) error {
 	l := seqLists{level: level}
-	q := seq{depth: 1}
+	q := seq{depth: depth, incoming: incoming, parent: parent}
 	var fails []error
 	if level == nil {
 		// One event: route it now; the cursor starts on it.
-		if err := e.fill(&q.r, one, ob, 1, incoming); err != nil {
+		if err := e.fill(ctx, &q.r, one, ob, depth, incoming); err != nil {
 			return e.result(ctx, []error{err}, 0)
 		}
 		q.routed = true
 	}
-	for !e.seqRun(ctx, hctx, &q, &l, &fails, incoming, inherited) {
+	if e.slots == nil {
+		q.frame = newFrame(ctx, depth, e, nil)
+	}
+	for !e.seqRun(ctx, &q, &l, &fails) {
 	}
 	return e.result(ctx, fails, q.notStarted)
 }
 
 // abandon counts as not started the rest of the current event and every
 // event not reached yet.
-func (e *Engine) abandon(q *seq, l *seqLists, incoming bool) {
+func (e *Engine) abandon(q *seq, l *seqLists, fails *[]error) {
 	if q.routed {
 		q.notStarted += q.r.steps() - q.s
 		q.i++
 		q.routed = false
 	}
 	if q.i < len(l.level) {
-		q.notStarted += e.countSteps(l.level[q.i:], incoming && q.depth == 1)
+		q.notStarted += e.skip(l.level[q.i:], q.depth, q.incoming, fails)
+		q.i = len(l.level)
 	}
-	q.notStarted += e.countSteps(l.next, false)
+	q.notStarted += e.skip(l.next, q.depth+1, false, fails)
+	l.next = nil
 }
 
 // settle records the outcome of the step just run: a failure, or its
 // follow-ups for the next level. It reports whether the dispatch stops
 // (fail-fast).
-func (e *Engine) settle(q *seq, l *seqLists, fails *[]error, fus []any, err error, incoming bool) (stop bool) {
+func (e *Engine) settle(q *seq, l *seqLists, fails *[]error, fus []any, err error) (stop bool) {
 	if err != nil {
 		*fails = append(*fails, err)
 		if e.opt.FailFast {
-			e.abandon(q, l, incoming)
+			e.abandon(q, l, fails)
 			return true
 		}
 		return false
@@ -351,23 +359,33 @@ func (e *Engine) settle(q *seq, l *seqLists, fails *[]error, fus []any, err erro
 	return false
 }
 
+// unhold gives back the mediator-wide slot held for the step just run.
+func (e *Engine) unhold(q *seq) {
+	q.own.end()
+	e.release(q.borrowed)
+	q.own, q.borrowed = nil, nil
+}
+
 // seqRun advances q until the dispatch is over (true), or until a step
-// panics (false: the panic is recorded and q points past that step).
-func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[]error, incoming, inherited bool) (over bool) {
+// panics (false: the panic is recorded and q points past that step). If a
+// step ends its goroutine (runtime.Goexit), the slot it held is given back
+// and the goroutine goes on ending: there is no caller left to report to.
+func (e *Engine) seqRun(ctx context.Context, q *seq, l *seqLists, fails *[]error) (over bool) {
 	defer func() {
-		v := recover()
-		if v == nil {
+		if over {
 			return
 		}
-		if q.held {
-			e.release(inherited)
-			q.held = false
+		v := recover()
+		if q.own != nil {
+			e.unhold(q)
+		}
+		if v == nil {
+			return // runtime.Goexit
 		}
 		*fails = append(*fails, &HandlerError{EventType: q.r.t, Event: q.r.ev, Handler: e.stepName(&q.r, q.s), Err: NewPanicError(v)})
 		q.s++
-		over = false
 		if e.opt.FailFast {
-			e.abandon(q, l, incoming)
+			e.abandon(q, l, fails)
 			over = true
 		}
 	}()
@@ -375,27 +393,27 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 		for q.routed || q.i < len(l.level) {
 			if !q.routed {
 				if ctx.Err() != nil {
-					e.abandon(q, l, incoming)
+					e.abandon(q, l, fails)
 					return true
 				}
-				if err := e.route(&q.r, l.level[q.i], q.depth, incoming && q.depth == 1); err != nil {
+				if err := e.route(ctx, &q.r, l.level[q.i], q.depth, q.incoming); err != nil {
 					q.i++
 					*fails = append(*fails, err)
 					if e.opt.FailFast {
-						e.abandon(q, l, incoming)
+						e.abandon(q, l, fails)
 						return true
 					}
 					continue
 				}
 				q.routed, q.s = true, 0
 			}
-			if !q.r.publish && (e.global == nil || inherited) {
+			if !q.r.publish && e.slots == nil {
 				// The common case, handlers only and no slot to take, in a
 				// loop with fewer loads; the general one follows.
-				hs, ev := q.r.hs, q.r.ev
+				hs, ev, hctx := q.r.hs, q.r.ev, q.frame
 				for q.s < len(hs) {
 					if ctx.Err() != nil {
-						e.abandon(q, l, incoming)
+						e.abandon(q, l, fails)
 						return true
 					}
 					fus, err := hs[q.s].Call(hctx, ev)
@@ -406,29 +424,32 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 					if err != nil {
 						err = &HandlerError{EventType: q.r.t, Event: ev, Handler: hs[q.s-1].Name, Err: err}
 					}
-					if e.settle(q, l, fails, fus, err, incoming) {
+					if e.settle(q, l, fails, fus, err) {
 						return true
 					}
 				}
 			}
 			for n := q.r.steps(); q.s < n; {
-				err := ctx.Err()
-				if err == nil && e.global != nil && !inherited {
-					if err = e.global.Acquire(ctx, 1); err == nil {
-						q.held = true
-					}
-				}
-				if err != nil {
-					e.abandon(q, l, incoming)
+				if ctx.Err() != nil {
+					e.abandon(q, l, fails)
 					return true
 				}
+				var hctx context.Context = q.frame
+				if e.slots != nil {
+					b, err := e.acquire(ctx, q.parent)
+					if err != nil {
+						e.abandon(q, l, fails)
+						return true
+					}
+					q.borrowed, q.own = b, newLease()
+					hctx = newFrame(ctx, q.depth, e, q.own)
+				}
 				fus, err := e.call(hctx, &q.r, q.s)
-				if q.held {
-					e.release(inherited)
-					q.held = false
+				if q.own != nil {
+					e.unhold(q)
 				}
 				q.s++
-				if e.settle(q, l, fails, fus, err, incoming) {
+				if e.settle(q, l, fails, fus, err) {
 					return true
 				}
 			}
@@ -440,6 +461,10 @@ func (e *Engine) seqRun(ctx, hctx context.Context, q *seq, l *seqLists, fails *[
 		}
 		l.level, l.next, q.i = l.next, nil, 0
 		q.depth++
+		q.incoming = false
+		if q.frame != nil {
+			q.frame.depth.Store(int32(q.depth))
+		}
 	}
 }
 
@@ -449,7 +474,7 @@ func (e *Engine) result(ctx context.Context, fails []error, notStarted int) erro
 	}
 	de := &DispatchError{Failures: fails, NotStarted: notStarted}
 	if notStarted > 0 {
-		de.Interrupted = ctx.Err()
+		de.Interrupted = CtxErr(ctx)
 	}
 	return de
 }
@@ -461,12 +486,17 @@ type task struct {
 	from, to int
 }
 
+// pushCheck is how many events are queued between two checks of the
+// context, so that a large batch does not delay noticing a cancellation.
+const pushCheck = 64
+
 // run is the state of one parallel dispatch.
 type run struct {
 	e      *Engine
 	ctx    context.Context // cancelled on the first failure in fail-fast mode
-	hctx   context.Context // ctx, marked as holding a mediator-wide slot
 	cancel context.CancelCauseFunc
+	parent *lease // the slot the dispatch's context may lend
+	depth  int    // of the first events
 	limit  int
 	g      errgroup.Group
 
@@ -476,17 +506,14 @@ type run struct {
 	workers    int
 	fails      []error
 	notStarted int
+	frames     []*frame // by depth, from r.depth; without a mediator-wide limit
 }
 
-func (e *Engine) parallel(ctx context.Context, evs []any, incoming bool) error {
-	r := &run{e: e, ctx: ctx, limit: e.opt.Limit}
+func (e *Engine) parallel(ctx context.Context, evs []any, depth int, parent *lease, incoming bool) error {
+	r := &run{e: e, ctx: ctx, limit: e.opt.Limit, parent: parent, depth: depth}
 	if e.opt.FailFast {
 		r.ctx, r.cancel = context.WithCancelCause(ctx)
 		defer r.cancel(nil)
-	}
-	r.hctx = r.ctx
-	if e.global != nil {
-		r.hctx = context.WithValue(r.ctx, heldKey{e}, struct{}{})
 	}
 	// r.workers bounds the workers, the caller included, to r.limit. The
 	// group's limit must leave room for r.limit goroutines, not r.limit-1:
@@ -496,25 +523,47 @@ func (e *Engine) parallel(ctx context.Context, evs []any, incoming bool) error {
 	// a worker that has already left the loop and is returning.
 	r.g.SetLimit(r.limit)
 	r.mu.Lock()
-	for _, ev := range evs {
-		r.push(ev, 1, incoming)
+	r.pushAll(evs, depth, incoming)
+	for {
+		r.workers++ // this goroutine
+		n := r.spawnable(true)
+		r.mu.Unlock()
+		r.spawn(n)
+		r.work()
+		_ = r.g.Wait() // workers always return nil
+		r.mu.Lock()
+		// Work is left only if a worker ended its goroutine
+		// (runtime.Goexit) and gave its task back after the others had
+		// left: take it up again.
+		if r.head == len(r.queue) || r.ctx.Err() != nil {
+			break
+		}
 	}
-	r.workers = 1 // this goroutine
-	n := r.spawnable(true)
-	r.mu.Unlock()
-	r.spawn(n)
-	r.work()
-	_ = r.g.Wait() // workers always return nil
 	for _, t := range r.queue[r.head:] {
 		r.notStarted += t.to - t.from
 	}
-	return e.result(ctx, r.fails, r.notStarted)
+	fails, notStarted := r.fails, r.notStarted
+	r.mu.Unlock()
+	return e.result(ctx, fails, notStarted)
+}
+
+// pushAll routes evs at depth and queues their work. Every pushCheck
+// events it checks whether the dispatch has stopped, and settles the events
+// left if so. r.mu must be held.
+func (r *run) pushAll(evs []any, depth int, incoming bool) {
+	for i, ev := range evs {
+		if i > 0 && i%pushCheck == 0 && r.ctx.Err() != nil {
+			r.notStarted += r.e.skip(evs[i:], depth, incoming, &r.fails)
+			return
+		}
+		r.push(ev, depth, incoming)
+	}
 }
 
 // push routes ev and queues its work. r.mu must be held.
 func (r *run) push(ev any, depth int, incoming bool) {
 	var rt route
-	if err := r.e.route(&rt, ev, depth, incoming); err != nil {
+	if err := r.e.route(r.ctx, &rt, ev, depth, incoming); err != nil {
 		r.fail(err)
 		return
 	}
@@ -537,6 +586,18 @@ func (r *run) fail(err error) {
 	if r.cancel != nil {
 		r.cancel(err)
 	}
+}
+
+// frame returns the frame of the handlers at depth. r.mu must be held.
+func (r *run) frame(depth int) *frame {
+	i := depth - r.depth
+	for len(r.frames) <= i {
+		r.frames = append(r.frames, nil)
+	}
+	if r.frames[i] == nil {
+		r.frames[i] = newFrame(r.ctx, depth, r.e, nil)
+	}
+	return r.frames[i]
 }
 
 // spawnable reports how many workers to start now, and counts them as
@@ -576,27 +637,25 @@ func (r *run) work() {
 		t := r.queue[r.head]
 		r.queue[r.head] = task{}
 		r.head++
+		var f *frame
+		if r.e.slots == nil {
+			f = r.frame(t.depth)
+		}
 		r.mu.Unlock()
-		r.exec(&t)
+		r.exec(&t, f)
 	}
 }
 
 // exec runs the steps of t, queueing follow-ups as each step returns.
-func (r *run) exec(t *task) {
-	e := r.e
+func (r *run) exec(t *task, f *frame) {
 	for s := t.from; s < t.to; s++ {
-		if err := r.ctx.Err(); err == nil {
-			err = e.acquire(r.ctx, false)
-			if err == nil {
-				fus, err := e.step(r.hctx, &t.r, s)
-				e.release(false)
+		if r.ctx.Err() == nil {
+			if fus, err, ok := r.step(t, s, f); ok {
 				r.mu.Lock()
 				if err != nil {
 					r.fail(err)
 				} else {
-					for _, fu := range fus {
-						r.push(fu, t.depth+1, false)
-					}
+					r.pushAll(fus, t.depth+1, false)
 				}
 				n := r.spawnable(s == t.to-1)
 				r.mu.Unlock()
@@ -609,4 +668,54 @@ func (r *run) exec(t *task) {
 		r.mu.Unlock()
 		return
 	}
+}
+
+// step runs step s of t with f as its context, or, with a mediator-wide
+// limit, under a slot taken first and with a frame of its own. It reports
+// false when no slot could be had before the dispatch stopped. A panic
+// becomes a *HandlerError wrapping a *PanicError; a step that ends its
+// goroutine (runtime.Goexit) is reported as failed with ErrGoexit, and the
+// rest of its task goes back to the queue.
+func (r *run) step(t *task, s int, f *frame) (fus []any, err error, started bool) {
+	e := r.e
+	var ctx context.Context = f
+	var borrowed, own *lease
+	if e.slots != nil {
+		b, aerr := e.acquire(r.ctx, r.parent)
+		if aerr != nil {
+			return nil, nil, false
+		}
+		borrowed, own = b, newLease()
+		ctx = newFrame(r.ctx, t.depth, e, own)
+	}
+	returned := false
+	defer func() {
+		if own != nil {
+			own.end()
+			e.release(borrowed)
+		}
+		if returned {
+			return
+		}
+		if v := recover(); v != nil {
+			fus, err, started = nil, &HandlerError{EventType: t.r.t, Event: t.r.ev, Handler: e.stepName(&t.r, s), Err: NewPanicError(v)}, true
+			return
+		}
+		r.goexit(t, s)
+	}()
+	fus, err = e.call(ctx, &t.r, s)
+	returned = true
+	return fus, err, true
+}
+
+// goexit records that step s of t ended its worker's goroutine, and gives
+// the rest of t back to the queue.
+func (r *run) goexit(t *task, s int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fail(&HandlerError{EventType: t.r.t, Event: t.r.ev, Handler: r.e.stepName(&t.r, s), Err: ErrGoexit})
+	if s+1 < t.to {
+		r.queue = append(r.queue, task{r: t.r, depth: t.depth, from: s + 1, to: t.to})
+	}
+	r.workers--
 }

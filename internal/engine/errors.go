@@ -15,6 +15,7 @@ var (
 	ErrNilEvent        = errors.New("nil event")
 	ErrNoPublisher     = errors.New("notification event emitted but no publisher is configured")
 	ErrMaxDepth        = errors.New("follow-up events nested deeper than the maximum depth")
+	ErrGoexit          = errors.New("handler ended its goroutine (runtime.Goexit)")
 )
 
 // HandlerError reports one failed event-handler invocation (or a failed
@@ -50,6 +51,9 @@ type DepthError struct {
 	Event     any
 	// Depth is the event's depth: 1 for events emitted by a request handler
 	// (or received by an EventMediator), 2 for their follow-ups, and so on.
+	// A dispatch started from inside an event handler (a nested Send, an
+	// EventMediator.Send, a publisher delivering in process) continues the
+	// numbering of that handler's events.
 	Depth int
 	// Max is the configured maximum depth.
 	Max int
@@ -72,8 +76,9 @@ type DispatchError struct {
 	// fail-fast mode, an earlier invocation failed.
 	NotStarted int
 	// Interrupted is the caller's context error when the fan-out stopped
-	// early because that context was done; it is nil when every invocation
-	// started. It is the reliable test for "the caller cancelled": in
+	// early because that context was done, joined with the context's cause
+	// (context.Cause) when one was given, so errors.Is finds both; it is
+	// nil when every invocation started. It is the reliable test for "the caller cancelled": in
 	// fail-fast mode, handlers cancelled because of another failure may
 	// themselves report context.Canceled among Failures.
 	Interrupted error
