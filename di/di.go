@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"runtime"
 
 	"go.uber.org/dig"
@@ -83,7 +84,7 @@ func Construct[T any](c Container, ctor any) (T, error) {
 				err, _ = res[1].Interface().(error)
 				return nil
 			}
-			if isNil(res[0]) {
+			if isNil(res[0]) || res[0].Kind() == reflect.Interface && isNil(res[0].Elem()) {
 				err = fmt.Errorf("di: %s returned a nil %v", name, ft.Out(0))
 				return nil
 			}
@@ -97,10 +98,32 @@ func Construct[T any](c Container, ctor any) (T, error) {
 		})
 	if err := c.Invoke(invoker.Interface()); err != nil {
 		var zero T
-		return zero, fmt.Errorf("di: construct with %s: %w", name, err)
+		return zero, fmt.Errorf("di: construct with %s: %w", name, &invokeError{ctor: ctor, err: err})
 	}
 	return out, nil
 }
+
+// invokeError is the container's error about a constructor, with the
+// location of the constructor where the container names the reflect
+// wrapper Construct invokes it through.
+type invokeError struct {
+	ctor any
+	err  error
+}
+
+var stubLocation = regexp.MustCompile(`function "reflect"\.makeFuncStub \([^)]*\)`)
+
+func (e *invokeError) Error() string {
+	msg := e.err.Error()
+	loc := FuncName(e.ctor)
+	if f := runtime.FuncForPC(reflect.ValueOf(e.ctor).Pointer()); f != nil {
+		file, line := f.FileLine(f.Entry())
+		loc = fmt.Sprintf("%s (%s:%d)", loc, file, line)
+	}
+	return stubLocation.ReplaceAllLiteralString(msg, "constructor "+loc)
+}
+
+func (e *invokeError) Unwrap() error { return e.err }
 
 // CheckConstructor reports whether ctor can be passed to [Construct] to build
 // a value of type want, without calling it.

@@ -34,6 +34,27 @@ type FallbackPolicy struct {
 	// Breaker, when set, wraps every call to the primary; while it is open
 	// the primary is not called and the fallback answers at once.
 	Breaker CircuitBreaker
+	// Name names the binding's circuit in Breaker. By default every binding
+	// has a circuit of its own, named after the bound type, the binding's
+	// position and the primary (e.g. "app.OrderPlaced[2] *app.Mailer" for
+	// an event, "app.PlaceOrder *app.Orders" for a request). Bindings given
+	// the same Name share one circuit.
+	Name string
+}
+
+// CircuitName returns the name of the circuit a fallback binding of
+// bound, whose primary is named primary, uses in the breaker: p.Name when
+// set. at is the position of an event binding among those of its type
+// (from 1), or 0 for a request binding.
+func (p FallbackPolicy) CircuitName(bound reflect.Type, at int, primary string) string {
+	switch {
+	case p.Name != "":
+		return p.Name
+	case at > 0:
+		return fmt.Sprintf("%v[%d] %s", bound, at, primary)
+	default:
+		return fmt.Sprintf("%v %s", bound, primary)
+	}
 }
 
 // Triggers reports whether err, returned by the primary, calls the fallback.
@@ -74,13 +95,13 @@ func BindFallback[E any](m *Map, primary, fallback any, policy FallbackPolicy) {
 		Type:   t,
 		Source: "fallback " + di.FuncName(primary) + " / " + di.FuncName(fallback),
 		Key:    registry.KeyOf(primary, true),
-		Build: func(c di.Container) (registry.EventHandler, error) {
+		Build: func(c di.Container, at int) (registry.EventHandler, error) {
 			p, err := di.Construct[Handler[E]](c, primary)
 			f, ferr := di.Construct[Handler[E]](c, fallback)
 			if err = errors.Join(err, ferr); err != nil {
 				return registry.EventHandler{}, err
 			}
-			return fallbackEntry(p, f, policy), nil
+			return fallbackEntry(p, f, policy, at), nil
 		},
 	})
 }
@@ -98,17 +119,18 @@ func BindFallbackHandlers[E any](m *Map, primary, fallback Handler[E], policy Fa
 		Type:   t,
 		Source: fmt.Sprintf("fallback %T / %T", primary, fallback),
 		Key:    registry.KeyOf(primary, false),
-		Build: func(di.Container) (registry.EventHandler, error) {
-			return fallbackEntry(primary, fallback, policy), nil
+		Build: func(_ di.Container, at int) (registry.EventHandler, error) {
+			return fallbackEntry(primary, fallback, policy, at), nil
 		},
 	})
 }
 
-func fallbackEntry[E any](primary, fallback Handler[E], policy FallbackPolicy) registry.EventHandler {
-	name := fmt.Sprintf("%T", primary)
+func fallbackEntry[E any](primary, fallback Handler[E], policy FallbackPolicy, at int) registry.EventHandler {
+	name := registry.HandlerName(primary)
+	circuit := policy.CircuitName(reflect.TypeFor[E](), at, name)
 	h := HandlerFunc[E](func(ctx context.Context, e E) ([]Event, error) {
 		var evs []Event
-		useFallback, err := registry.TryPrimary(ctx, policy.Breaker, name, func(ctx context.Context) error {
+		useFallback, err := registry.TryPrimary(ctx, policy.Breaker, circuit, func(ctx context.Context) error {
 			var err error
 			evs, err = primary.Handle(ctx, e)
 			return err
@@ -122,7 +144,7 @@ func fallbackEntry[E any](primary, fallback Handler[E], policy FallbackPolicy) r
 		return fallback.Handle(ctx, e)
 	})
 	en := entry[E](h)
-	en.Name = fmt.Sprintf("%s (fallback %T)", name, fallback)
+	en.Name = fmt.Sprintf("%s (fallback %s)", name, registry.HandlerName(fallback))
 	en.Value = primary
 	if d, ok := primary.(Declarer); ok {
 		en.Emits = append(en.Emits, d.EmittedEvents()...)

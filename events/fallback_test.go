@@ -241,7 +241,7 @@ func TestEventFallbackBreakerOpenSkipsPrimary(t *testing.T) {
 	assert.Equal(t, int64(1), primary.calls.Load(), "open: the primary is not called")
 	assert.Equal(t, int64(1), fallback.calls.Load())
 
-	assert.Equal(t, []string{"*events_test.fbPrimary", "*events_test.fbPrimary"}, breaker.calls())
+	assert.Equal(t, []string{"events_test.fbShipped[1] *events_test.fbPrimary", "events_test.fbShipped[1] *events_test.fbPrimary"}, breaker.calls())
 	assert.Equal(t, []string{"primary", "fallback"}, notes.got())
 }
 

@@ -13,15 +13,28 @@ import (
 // bound twice to one event type (or a request type bound twice).
 var ErrDuplicateBinding = registry.ErrDuplicate
 
+// ErrInterfaceBinding is matched by the bootstrap error reporting a handler
+// bound to an interface type, which no event can ever match.
+var ErrInterfaceBinding = registry.ErrInterfaceEvent
+
 // Map binds event types to their handlers, in bind order, which is the order
 // in which the handlers of one event run when handlers run serially. Several
 // handlers may be bound to one event type; binding the same handler twice to
 // one type is an error matching [ErrDuplicateBinding]. "The same handler" is
 // the same constructor (closures made by one func literal count as one
-// constructor; bind such handlers as values), an equal handler value (the
-// same pointer, or equal comparable values), or two constructors that build
-// an equal value (for instance, both return one shared instance). Events are matched by exact dynamic type: a handler
-// bound to OrderPlaced does not receive *OrderPlaced.
+// constructor; bind such handlers as values), the same pointer (or map or
+// channel) bound twice, or two constructors that return one shared pointer.
+// Handler values that are not pointers (a struct value, a HandlerFunc) are
+// never duplicates: four noop{} values are four handlers.
+//
+// Events are matched by exact dynamic type: a handler bound to OrderPlaced
+// does not receive *OrderPlaced. An event type is therefore never an
+// interface: binding to one is an error matching [ErrInterfaceBinding].
+//
+// Each handler is named, in errors, logs, spans and diagrams, by its type,
+// or, for a function (a [HandlerFunc]), by the function's name; handlers of
+// one event type that would share a name get a " #n" suffix, n being the
+// bind position from 1.
 //
 // Binding never fails on the spot: problems are recorded and reported, all at
 // once, by bootstrap. The zero Map is empty and ready to use. A Map is not
@@ -43,7 +56,7 @@ func Bind[E any](m *Map, ctor any) {
 		Type:   t,
 		Source: "constructor " + di.FuncName(ctor),
 		Key:    registry.KeyOf(ctor, true),
-		Build: func(c di.Container) (registry.EventHandler, error) {
+		Build: func(c di.Container, _ int) (registry.EventHandler, error) {
 			h, err := di.Construct[Handler[E]](c, ctor)
 			if err != nil {
 				return registry.EventHandler{}, err
@@ -65,7 +78,7 @@ func BindHandler[E any](m *Map, h Handler[E]) {
 		Type:   t,
 		Source: fmt.Sprintf("handler %T", h),
 		Key:    registry.KeyOf(h, false),
-		Build:  func(di.Container) (registry.EventHandler, error) { return entry(h), nil },
+		Build:  func(di.Container, int) (registry.EventHandler, error) { return entry(h), nil },
 	})
 }
 
@@ -85,7 +98,7 @@ func entry[E any](h Handler[E]) registry.EventHandler {
 		emits = d.EmittedEvents()
 	}
 	return registry.EventHandler{
-		Name:  fmt.Sprintf("%T", h),
+		Name:  registry.HandlerName(h),
 		Value: h,
 		Emits: emits,
 		Call: func(ctx context.Context, event any) ([]any, error) {

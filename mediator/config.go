@@ -45,7 +45,9 @@ const (
 type Config struct {
 	// MaxConcurrentEventHandlers bounds how many event-handler invocations
 	// run at once within one Send (default 1). Each Send has its own bound;
-	// see MediatorWideLimit for a bound shared by all Sends.
+	// see MediatorWideLimit for a bound shared by all Sends. Raising it runs
+	// different events in parallel; the handlers of one event still run one
+	// after the other unless EventHandlerOrder is Parallel.
 	MaxConcurrentEventHandlers int
 	// ConcurrentEventHandleEnable runs event handlers in parallel, up to
 	// MaxConcurrentEventHandlers (default true). When false, events run one
@@ -122,6 +124,9 @@ func (c Config) Validate() error {
 		if registry.IsNil(mw) {
 			errs = append(errs, fmt.Errorf("%w: EventMiddleware[%d] is nil", ErrInvalidConfig, i))
 		}
+	}
+	if c.Publisher != nil && registry.IsNil(c.Publisher) {
+		errs = append(errs, fmt.Errorf("%w: Publisher is a nil %T", ErrInvalidConfig, c.Publisher))
 	}
 	if c.EventHandlerOrder != Serial && c.EventHandlerOrder != Parallel {
 		errs = append(errs, fmt.Errorf("%w: unknown EventHandlerOrder %v", ErrInvalidConfig, c.EventHandlerOrder))

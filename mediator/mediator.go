@@ -183,7 +183,7 @@ func Send[Req requests.Request[Res], Res any](ctx context.Context, m *RequestMed
 	// by both measured slower on this path.
 	b, ok := m.handlers[typeid.Of[Req]()]
 	if !ok {
-		return zero, fmt.Errorf("%w for request %v", ErrHandlerNotFound, reflect.TypeFor[Req]())
+		return zero, m.notFound(reflect.TypeFor[Req]())
 	}
 	h, ok := b.(*registry.Request[Req, Res])
 	if !ok {
@@ -198,13 +198,34 @@ func Send[Req requests.Request[Res], Res any](ctx context.Context, m *RequestMed
 	return call(ctx, h, req)
 }
 
+// notFound is the error for a request type with no handler. Requests are
+// routed by their exact static type, and the Returns marker makes both T
+// and *T requests, so a handler bound to one is named when the other is
+// sent.
+func (m *RequestMediator) notFound(t reflect.Type) error {
+	other := reflect.PointerTo(t)
+	if t.Kind() == reflect.Pointer {
+		other = t.Elem()
+	}
+	if _, ok := m.handlers[typeid.OfType(other)]; ok {
+		return fmt.Errorf("%w for request %v (a handler is bound for %v: send a %v, or bind %v)", ErrHandlerNotFound, t, other, other, t)
+	}
+	return fmt.Errorf("%w for request %v", ErrHandlerNotFound, t)
+}
+
 // call runs the pipeline of h, turning a panic in a handler or a middleware
 // into an error.
 func call[Req, Res any](ctx context.Context, h *registry.Request[Req, Res], req Req) (res Res, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			var zero Res
-			res, err = zero, fmt.Errorf("request %v: handler %s: %w", reflect.TypeFor[Req](), h.Name, engine.NewPanicError(v))
+			site, pe := "handler "+h.Name, (*engine.PanicError)(nil)
+			if p, ok := v.(*engine.PanicError); ok && p.Site != "" {
+				site, pe = p.Site, p
+			} else {
+				pe = engine.NewPanicError(v)
+			}
+			res, err = zero, fmt.Errorf("request %v: %s: %w", reflect.TypeFor[Req](), site, pe)
 		}
 	}()
 	return h.Handle(ctx, req)

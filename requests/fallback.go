@@ -68,13 +68,13 @@ func BindFallbackHandlers[Req Request[Res], Res any](m *Map, primary, fallback H
 }
 
 func buildFallback[Req Request[Res], Res any](primary, fallback Handler[Req, Res], policy FallbackPolicy, p registry.Pipeline) (registry.Built, error) {
-	name := fmt.Sprintf("%T", primary)
+	circuit := policy.CircuitName(reflect.TypeFor[Req](), 0, registry.HandlerName(primary))
 	h := HandlerFunc[Req, Res](func(ctx context.Context, req Req) (Res, []events.Event, error) {
 		var (
 			res Res
 			evs []events.Event
 		)
-		useFallback, err := registry.TryPrimary(ctx, policy.Breaker, name, func(ctx context.Context) error {
+		useFallback, err := registry.TryPrimary(ctx, policy.Breaker, circuit, func(ctx context.Context) error {
 			var err error
 			res, evs, err = primary.Handle(ctx, req)
 			return err

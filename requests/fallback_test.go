@@ -298,7 +298,7 @@ func TestFallbackBreakerOpenSkipsPrimary(t *testing.T) {
 	assert.Equal(t, "live book", res)
 
 	// The breaker is asked once per Send, under the primary's name.
-	assert.Equal(t, []string{"*requests_test.fbPrimary", "*requests_test.fbPrimary", "*requests_test.fbPrimary"}, breaker.calls())
+	assert.Equal(t, []string{"requests_test.fbQuote *requests_test.fbPrimary", "requests_test.fbQuote *requests_test.fbPrimary", "requests_test.fbQuote *requests_test.fbPrimary"}, breaker.calls())
 	assert.Equal(t, []string{"primary", "fallback", "primary"}, rec.got())
 }
 

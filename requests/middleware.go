@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/internal/panics"
 	"github.com/gocqrs/cqrs/internal/registry"
 )
 
@@ -152,11 +153,21 @@ func wrap[Req Request[Res], Res any](handler Handler[Req, Res], info Info, p reg
 	if len(p.Global) == 0 {
 		return core, names, nil
 	}
-	next := AnyHandlerFunc(func(ctx context.Context, req any) (any, error) {
+	// With global middleware, a panic is raised again at each stage as a
+	// *PanicError naming the stage it came from, so that the error says
+	// which middleware, or the handler, panicked. A middleware that
+	// recovers panics sees that *PanicError.
+	handlerSite := "handler " + info.Handler
+	next := AnyHandlerFunc(func(ctx context.Context, req any) (_ any, err error) {
 		r, ok := req.(Req)
 		if !ok {
 			return nil, fmt.Errorf("%w: %v handler given a %T", ErrMiddlewareType, info.Request, req)
 		}
+		defer func() {
+			if v := recover(); v != nil {
+				panic(panics.At(handlerSite, v))
+			}
+		}()
 		res, err := core(ctx, r)
 		return res, err
 	})
@@ -165,8 +176,18 @@ func wrap[Req Request[Res], Res any](handler Handler[Req, Res], info Info, p reg
 		if !ok {
 			return nil, nil, fmt.Errorf("global middleware %d is a %T, not a requests.Middleware", i, p.Global[i])
 		}
-		if next = mw.WrapRequest(info, next); next == nil {
+		layer := mw.WrapRequest(info, next)
+		if layer == nil {
 			return nil, nil, fmt.Errorf("middleware %T returned a nil handler for %v", mw, info.Request)
+		}
+		site := "middleware " + registry.HandlerName(mw)
+		next = func(ctx context.Context, req any) (any, error) {
+			defer func() {
+				if v := recover(); v != nil {
+					panic(panics.At(site, v))
+				}
+			}()
+			return layer(ctx, req)
 		}
 	}
 	return func(ctx context.Context, req Req) (Res, error) {
@@ -269,10 +290,10 @@ func wrapStream[Req Request[Res], Res any](h StreamHandlerFunc[Req, Res], info I
 func middlewareNames(p registry.Pipeline) []string {
 	names := make([]string, 0, len(p.Global)+len(p.Typed))
 	for _, mw := range p.Global {
-		names = append(names, fmt.Sprintf("%T", mw))
+		names = append(names, registry.HandlerName(mw))
 	}
 	for _, mw := range p.Typed {
-		names = append(names, fmt.Sprintf("%T", mw))
+		names = append(names, registry.HandlerName(mw))
 	}
 	return names
 }

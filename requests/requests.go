@@ -142,9 +142,10 @@ func reg(m *Map) *registry.Requests {
 func build[Req Request[Res], Res any](h Handler[Req, Res], kind string, hs []any, p registry.Pipeline) (registry.Built, error) {
 	b := registry.Built{Kind: kind}
 	for _, v := range hs {
-		b.Handlers = append(b.Handlers, fmt.Sprintf("%T", v))
+		b.Handlers = append(b.Handlers, registry.HandlerName(v))
 		b.Emits = append(b.Emits, emitted(v)...)
 	}
+	registry.Distinct(b.Handlers)
 	info := Info{Request: reflect.TypeFor[Req](), Response: reflect.TypeFor[Res](), Handler: b.Handlers[0]}
 	f, names, err := wrap(h, info, p)
 	if err != nil {

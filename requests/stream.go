@@ -2,7 +2,6 @@ package requests
 
 import (
 	"context"
-	"fmt"
 	"reflect"
 
 	"github.com/gocqrs/cqrs/events"
@@ -50,7 +49,7 @@ func BindStreamHandler[Req Request[Res], Res any](m *Map, h StreamHandler[Req, R
 }
 
 func buildStream[Req Request[Res], Res any](h StreamHandler[Req, Res], p registry.Pipeline) (registry.Built, error) {
-	name := fmt.Sprintf("%T", h)
+	name := registry.HandlerName(h)
 	info := Info{Request: reflect.TypeFor[Req](), Response: reflect.TypeFor[Res](), Handler: name, Stream: true}
 	f, names, err := wrapStream(h.Stream, info, p)
 	if err != nil {

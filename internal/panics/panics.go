@@ -13,6 +13,19 @@ type Error struct {
 	Value any
 	// Stack is the stack of the panicking goroutine.
 	Stack []byte
+	// Site names the stage of a pipeline the panic was raised in (a
+	// middleware, the handler), when the pipeline tracked it.
+	Site string
+}
+
+// At returns v as an *Error raised at site: v itself when it already is an
+// *Error with a site (raised further in and passed on), a new one
+// otherwise. Call it from the deferred function that recovered v.
+func At(site string, v any) *Error {
+	if e, ok := v.(*Error); ok && e.Site != "" {
+		return e
+	}
+	return &Error{Value: v, Stack: debug.Stack(), Site: site}
 }
 
 // New captures the current stack; call it from the deferred function that

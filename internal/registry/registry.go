@@ -18,6 +18,10 @@ import (
 // ErrDuplicate is matched by every duplicate-binding error.
 var ErrDuplicate = errors.New("duplicate binding")
 
+// ErrInterfaceEvent is matched by the error for a handler bound to an
+// interface type.
+var ErrInterfaceEvent = errors.New("event handler bound to an interface type")
+
 // Request is the resolved, typed handler of one request type. Package
 // mediator stores it as an any and asserts it back with the request's own
 // type parameters, which costs one pointer comparison.
@@ -158,10 +162,13 @@ type EventEntry struct {
 	Type   reflect.Type
 	Source string
 	// Key identifies what was bound, to reject the same binding twice
-	// before anything is built: the handler value, or a ConstructorKey. Nil
-	// when the value is not comparable.
-	Key   any
-	Build func(c di.Container) (EventHandler, error)
+	// before anything is built: the handler pointer, or a ConstructorKey.
+	// Nil when the handler is not a pointer: such values are never
+	// duplicates.
+	Key any
+	// Build builds the handler; at is the binding's position among the
+	// bindings of its event type, from 1.
+	Build func(c di.Container, at int) (EventHandler, error)
 }
 
 // ConstructorKey identifies a constructor by its code pointer. Closures made
@@ -174,10 +181,49 @@ func KeyOf(v any, constructor bool) any {
 	if constructor {
 		return ConstructorKey(rv.Pointer())
 	}
-	if !rv.IsValid() || !rv.Comparable() {
+	if !pointerLike(rv) {
 		return nil
 	}
 	return v
+}
+
+// pointerLike reports whether v refers to an object by address, so that two
+// equal values are one handler: a pointer, a map or a channel.
+func pointerLike(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Chan, reflect.UnsafePointer:
+		return !v.IsNil()
+	default:
+		return false
+	}
+}
+
+// HandlerName names a handler in errors, logs, spans and diagrams: a
+// function (a HandlerFunc) by the function's package-qualified name, any
+// other value by its type.
+func HandlerName(v any) string {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Func && !rv.IsNil() {
+		name := di.FuncName(v) // path/to/pkg.Func: keep pkg.Func, as %T does
+		if i := strings.LastIndexByte(name, '/'); i >= 0 && !strings.Contains(name[:i], "[") {
+			name = name[i+1:]
+		}
+		return name
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// Distinct makes names unique by giving every name that occurs more than
+// once a " #n" suffix, n being its position in names, from 1.
+func Distinct(names []string) {
+	seen := make(map[string]int, len(names))
+	for _, n := range names {
+		seen[n]++
+	}
+	for i, n := range names {
+		if seen[n] > 1 {
+			names[i] = fmt.Sprintf("%s #%d", n, i+1)
+		}
+	}
 }
 
 // Events records event-handler bindings in bind order. The zero value is
@@ -189,8 +235,12 @@ type Events struct {
 }
 
 // Add appends a binding for e.Type, or records an error if the same handler
-// or constructor is already bound to it.
+// or constructor is already bound to it, or if e.Type is an interface.
 func (r *Events) Add(e EventEntry) {
+	if e.Type.Kind() == reflect.Interface {
+		r.errs = append(r.errs, fmt.Errorf("events: bind %s to %v: %w: events are routed by their exact dynamic type, which is never an interface, so the handler would never be called; bind it to each concrete event type", e.Source, e.Type, ErrInterfaceEvent))
+		return
+	}
 	if e.Key != nil {
 		for _, prev := range r.entries[e.Type] {
 			if prev.Key == e.Key {
@@ -215,15 +265,16 @@ func (r *Events) Fail(err error) { r.errs = append(r.errs, err) }
 func (r *Events) Len() int { return len(r.order) }
 
 // Resolve builds every bound handler from c, in bind order, and reports every
-// problem at once. Binding the same handler (an equal value, for instance the
-// same pointer) twice to one event type is an error.
+// problem at once. Binding the same handler (the same pointer, built by two
+// constructors or bound twice) twice to one event type is an error. The
+// handlers of one event type get distinct names.
 func (r *Events) Resolve(c di.Container) (map[reflect.Type][]EventHandler, error) {
 	errs := append([]error(nil), r.errs...)
 	out := make(map[reflect.Type][]EventHandler, len(r.order))
 	for _, t := range r.order {
 		var hs []EventHandler
 		for i, e := range r.entries[t] {
-			h, err := e.Build(c)
+			h, err := e.Build(c, i+1)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("events: handler %d for %v: %w", i, t, err))
 				continue
@@ -234,19 +285,25 @@ func (r *Events) Resolve(c di.Container) (map[reflect.Type][]EventHandler, error
 			}
 			hs = append(hs, h)
 		}
+		names := make([]string, len(hs))
+		for i := range hs {
+			names[i] = hs[i].Name
+		}
+		Distinct(names)
+		for i := range hs {
+			hs[i].Name = names[i]
+		}
 		out[t] = hs
 	}
 	return out, errors.Join(errs...)
 }
 
 func indexOf(hs []EventHandler, v any) int {
-	rv := reflect.ValueOf(v)
-	if !rv.IsValid() || !rv.Comparable() {
+	if !pointerLike(reflect.ValueOf(v)) {
 		return -1
 	}
 	for i, h := range hs {
-		hv := reflect.ValueOf(h.Value)
-		if hv.IsValid() && hv.Type() == rv.Type() && hv.Comparable() && hv.Equal(rv) {
+		if h.Value == v {
 			return i
 		}
 	}
