@@ -138,7 +138,9 @@ type nilReq struct{ requests.Returns[int] }
 
 type nilReqHandler struct{}
 
-func (*nilReqHandler) Handle(context.Context, nilReq) (int, []events.Event, error) { return 0, nil, nil }
+func (*nilReqHandler) Handle(context.Context, nilReq) (int, []events.Event, error) {
+	return 0, nil, nil
+}
 
 // Defect: a constructor declared to return an interface that returned a
 // typed-nil pointer was accepted, and every dispatch then panicked.

@@ -38,7 +38,9 @@ func (f *frame) Value(key any) any {
 	return f.Context.Value(key)
 }
 
-func (f *frame) String() string { return fmt.Sprintf("%v.WithEventDepth(%d)", f.Context, f.depth.Load()) }
+func (f *frame) String() string {
+	return fmt.Sprintf("%v.WithEventDepth(%d)", f.Context, f.depth.Load())
+}
 
 func newFrame(ctx context.Context, depth int, e *Engine, l *lease) *frame {
 	f := &frame{Context: ctx, eng: e, lease: l}
