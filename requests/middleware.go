@@ -138,17 +138,24 @@ func wrap[Req Request[Res], Res any](handler Handler[Req, Res], info Info, p reg
 	}
 	dispatch := p.Dispatch
 	// The handler is called through its interface: one dynamic call, no
-	// method-value wrapper.
-	core := func(ctx context.Context, req Req) (Res, error) {
-		res, evs, err := h.Handle(ctx, req)
-		if err != nil {
-			var zero Res
-			return zero, err
+	// method-value wrapper. A plain handler, which emits nothing, is called
+	// directly, without its adapter.
+	var core func(ctx context.Context, req Req) (Res, error)
+	if ph, ok := h.(plain[Req, Res]); ok {
+		inner := ph.h
+		core = func(ctx context.Context, req Req) (Res, error) { return inner.Handle(ctx, req) }
+	} else {
+		core = func(ctx context.Context, req Req) (Res, error) {
+			res, evs, err := h.Handle(ctx, req)
+			if err != nil {
+				var zero Res
+				return zero, err
+			}
+			if len(evs) == 0 {
+				return res, nil
+			}
+			return res, dispatch(ctx, evs)
 		}
-		if len(evs) == 0 {
-			return res, nil
-		}
-		return res, dispatch(ctx, evs)
 	}
 	if len(p.Global) == 0 {
 		return core, names, nil

@@ -20,6 +20,14 @@ import (
 //
 // The marker costs no memory and lets mediator.Send infer the response type
 // from the request, so call sites need neither type arguments nor assertions.
+// Embed it as the first field: a zero-size field at the end of a struct
+// adds padding (8 bytes on 64-bit platforms).
+//
+// The marker's method is promoted to both PlaceOrder and *PlaceOrder, so
+// both are requests, and they are different request types: Send routes by
+// the exact static type, and a handler bound for *PlaceOrder does not answer
+// a PlaceOrder (Send says so in its ErrHandlerNotFound error). Bind and send
+// the same one.
 type Request[Res any] interface {
 	responseType() Res
 }
@@ -77,7 +85,17 @@ type Map registry.Requests
 // inferred from Req:
 //
 //	requests.Bind[PlaceOrder](r, NewPlaceOrderHandler)
+//
+// The constructor may instead build a [PlainHandler], whose Handle returns
+// (Res, error): it is bound as [Plain] would wrap it.
 func Bind[Req Request[Res], Res any](m *Map, ctor any) {
+	if di.CheckConstructor(ctor, reflect.TypeFor[Handler[Req, Res]]()) != nil &&
+		di.CheckConstructor(ctor, reflect.TypeFor[PlainHandler[Req, Res]]()) == nil {
+		bindConstructor(m, reflect.TypeFor[Req](), "handler", false, ctor, func(h PlainHandler[Req, Res], p registry.Pipeline) (registry.Built, error) {
+			return buildHandler(Plain(h), p)
+		})
+		return
+	}
 	bindConstructor(m, reflect.TypeFor[Req](), "handler", false, ctor, buildHandler[Req, Res])
 }
 

@@ -200,8 +200,12 @@ func pointerLike(v reflect.Value) bool {
 
 // HandlerName names a handler in errors, logs, spans and diagrams: a
 // function (a HandlerFunc) by the function's package-qualified name, any
-// other value by its type.
+// other value by its type; an adapter with a HandlerValue method by what it
+// wraps.
 func HandlerName(v any) string {
+	if w, ok := v.(interface{ HandlerValue() any }); ok {
+		v = w.HandlerValue()
+	}
 	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Func && !rv.IsNil() {
 		name := di.FuncName(v) // path/to/pkg.Func: keep pkg.Func, as %T does
 		if i := strings.LastIndexByte(name, '/'); i >= 0 && !strings.Contains(name[:i], "[") {
