@@ -86,9 +86,18 @@
 //   - Goroutines are started only while work is queued and a slot is free;
 //     work never blocks a goroutine waiting for a slot.
 //
-// Follow-ups nested deeper than Config.MaxEventDepth (default 16) are not
-// dispatched; each is reported as a *DepthError matching ErrMaxDepth, so a
-// cycle of events ends instead of looping forever.
+// # Depth
+//
+// Every event has a depth: 1 for the events a request handler emits (or an
+// EventMediator receives), 2 for their follow-ups, and so on. The depth is
+// carried in the context handlers receive, so a dispatch started from inside
+// an event handler continues its numbering: a nested Send, an
+// EventMediator.Send, a Publisher that delivers in process, even another
+// mediator. Events deeper than Config.MaxEventDepth (default 16) are not
+// dispatched; each is reported as a *DepthError matching ErrMaxDepth. A
+// cycle of events therefore ends, whatever path it takes. A context kept by
+// a handler past its invocation reports the depth its dispatch had reached,
+// never less.
 //
 // An event whose type has no handler and that is not a notification event is
 // logged at Warn level and otherwise ignored: emitting a fact nobody listens
@@ -117,17 +126,35 @@
 // process never crashes because of a handler. A follow-up returned together
 // with an error (or a panic) is discarded.
 //
+// A panic in anything plugged into the mediator (a Logger, a Publisher,
+// middleware, a circuit breaker) is recovered and reported the same way,
+// naming what panicked; none can crash the process or leave a goroutine
+// behind. A handler that ends its goroutine with runtime.Goexit (as
+// t.FailNow does) on a worker goroutine of a parallel fan-out is reported as
+// failed with ErrGoexit, and the rest of the fan-out goes on; on the
+// caller's goroutine, that goroutine ends, as Goexit does, and the slot it
+// held is given back.
+//
 // # Cancellation
 //
-// If ctx is done when Send is called, the handler is not called. Once ctx is
-// done during the fan-out, invocations not yet started are not started,
-// waiting for a mediator-wide slot stops, and Send returns, after the running
-// invocations have returned, a *DispatchError whose Interrupted field is
-// ctx.Err() (errors.Is(err, context.Canceled) holds). If every invocation had
-// already started, nothing was skipped and Send reports only what the
-// handlers returned. Handlers receive the
-// caller's ctx (in fail-fast mode, a child of it) and should return promptly
-// when it is done; Send cannot return before they do.
+// If ctx is done when Send is called, the handler is not called and Send
+// returns ctx.Err() (joined with context.Cause(ctx) when a cause was given).
+// Once ctx is done during the fan-out, invocations not yet started are not
+// started (a large batch of events is checked every few dozen events while
+// it is queued), waiting for a mediator-wide slot stops, and Send returns,
+// after the running invocations have returned, a *DispatchError whose
+// Interrupted field is ctx.Err() joined with its cause
+// (errors.Is(err, context.Canceled) holds). Events that were not dispatched
+// are reported as they would have been had they been reached: a nil event or
+// one beyond the maximum depth as a failure, the others counted in
+// NotStarted. If every invocation had already started, nothing was skipped
+// and Send reports only what the handlers returned.
+//
+// Handlers receive a context derived from the caller's: it carries the
+// event depth and, with a mediator-wide limit, the slot the invocation holds
+// (see below); in parallel fail-fast mode it is also cancelled, with the
+// failure as its cause, at the first failure. Handlers should return
+// promptly when it is done; Send cannot return before they do.
 //
 // # Event middleware
 //
@@ -139,8 +166,42 @@
 //
 // Request handlers and event handlers may call Send (or EventMediator.Send)
 // on the same mediator. A nested Send gets its own per-Send limit, so nesting
-// cannot exhaust it. When a MediatorWideLimit is set, an event handler holds
-// one of its slots while it runs; a nested Send made from it (with the ctx it
-// received) dispatches its events inline on that goroutine, within the slot
-// already held, so nesting cannot deadlock even with a limit of 1.
+// cannot exhaust it, and runs in the mode the configuration says.
+//
+// With a MediatorWideLimit of N, every event-handler invocation of every
+// Send runs under one of N slots, and the rules are:
+//
+//   - An invocation holds a slot from before it starts until it returns.
+//   - While it runs, its slot may be lent to the invocations of the
+//     dispatches started with its context (nested Sends, EventMediator.Send,
+//     a publisher delivering in process), one invocation at a time: a
+//     nested invocation takes the lent slot when it is free, or a slot of
+//     its own, whichever comes first. So a handler that calls Send on its
+//     own goroutine never waits for a slot it holds itself, and nesting
+//     cannot deadlock even with N = 1.
+//   - Goroutines a handler starts and that call Send with its context share
+//     that one lent slot (one of them at a time) and otherwise take slots of
+//     their own: a handler running ten such Sends at once gets at most N of
+//     their invocations running together, not ten.
+//   - The loan ends when the invocation returns (after any borrower still
+//     using the slot has returned): a Send made later with a kept context,
+//     context.WithoutCancel included, takes a slot like any other Send.
+//
+// So at most N invocations hold slots at once; beyond them, only the
+// invocations that lent their slot to a nested call, which wait for it or
+// run beside it, are in flight. A mediator-wide limit costs one small
+// allocation per invocation (the loan); without one, a dispatch allocates one
+// context for all its handlers.
+//
+// # Handler names
+//
+// Errors (HandlerError.Handler), logs, spans, event middleware
+// (events.Invocation.Handler) and Mermaid diagrams name each handler by its
+// type, or, for a function (a HandlerFunc), by the function's name
+// ("orders.sendEmail"); a fallback is "primary (fallback F)". Handlers of
+// one event type that would share a name get " #n", n being the bind
+// position from 1, so every name is distinct and stable across runs of the
+// same program. Each fallback binding has a circuit of its own in its
+// breaker, named after the bound type, the binding's position and the
+// primary, unless FallbackPolicy.Name names it.
 package mediator
