@@ -101,7 +101,12 @@ func WithPublisher(p events.Publisher) Option {
 }
 
 // WithMaxConcurrentEventHandlers bounds the event-handler invocations running
-// at once within one Send (default 1; must be at least 1).
+// at once within one Send (default 1; must be at least 1). Raising it runs
+// different events in parallel; the handlers of one event still run one
+// after the other, in bind order, unless [WithEventHandlerOrder] is
+// mediator.Parallel. So with one event and the default order, raising the
+// limit alone changes nothing. (*mediator.RequestMediator).Mermaid states
+// the resulting schedule.
 func WithMaxConcurrentEventHandlers(n int) Option {
 	return optionFunc(func(s *settings) { s.cfg.MaxConcurrentEventHandlers = n })
 }

@@ -17,14 +17,34 @@ type wiring struct {
 	requests map[reflect.Type]registry.Built
 	events   map[reflect.Type][]registry.EventHandler
 	eventMW  []string
+	fanout   string // how events are scheduled
 }
 
 func newWiring(reqs map[reflect.Type]registry.Built, eng *engine.Engine, cfg Config) wiring {
-	w := wiring{requests: reqs, events: eng.Routes()}
+	w := wiring{requests: reqs, events: eng.Routes(), fanout: fanoutText(cfg)}
 	for _, mw := range cfg.EventMiddleware {
 		w.eventMW = append(w.eventMW, reflect.TypeOf(mw).String())
 	}
 	return w
+}
+
+// fanoutText describes the scheduling cfg sets up.
+func fanoutText(cfg Config) string {
+	var s string
+	if !cfg.ConcurrentEventHandleEnable || cfg.MaxConcurrentEventHandlers <= 1 {
+		s = "event fan-out: sequential, one invocation at a time per Send"
+	} else {
+		s = fmt.Sprintf("event fan-out: up to %d invocations at once per Send; ", cfg.MaxConcurrentEventHandlers)
+		if cfg.EventHandlerOrder == Parallel {
+			s += "the handlers of one event in parallel"
+		} else {
+			s += "the handlers of one event one after the other (EventHandlerOrder Serial)"
+		}
+	}
+	if cfg.MediatorWideLimit > 0 {
+		s += fmt.Sprintf("; at most %d across every Send", cfg.MediatorWideLimit)
+	}
+	return s
 }
 
 // Mermaid returns a Mermaid flowchart of the mediator's wiring: each request
@@ -33,6 +53,10 @@ func newWiring(reqs map[reflect.Type]registry.Built, eng *engine.Engine, cfg Con
 // emit (events.Declarer), and the handlers bound to each event, with their
 // declared follow-ups. Events that are bound but declared by no handler are
 // drawn too. The output is deterministic: nodes are sorted by type name.
+//
+// A last node states how events are scheduled: sequentially, or how many
+// invocations of one Send run at once and whether the handlers of one event
+// run one after the other (the default) or in parallel.
 func (m *RequestMediator) Mermaid() string {
 	if m == nil {
 		return ""
@@ -114,6 +138,7 @@ func (w wiring) mermaid() string {
 	}
 	if len(w.eventMW) > 0 {
 		fmt.Fprintf(&b, "    emw{{%s}}\n", label("event middleware: "+strings.Join(w.eventMW, " → ")))
+	fmt.Fprintf(&b, "    fan{{%s}}\n", label(w.fanout))
 	}
 	return b.String()
 }
