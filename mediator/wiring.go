@@ -138,7 +138,7 @@ func (w wiring) mermaid() string {
 	}
 	if len(w.eventMW) > 0 {
 		fmt.Fprintf(&b, "    emw{{%s}}\n", label("event middleware: "+strings.Join(w.eventMW, " → ")))
-	fmt.Fprintf(&b, "    fan{{%s}}\n", label(w.fanout))
+		fmt.Fprintf(&b, "    fan{{%s}}\n", label(w.fanout))
 	}
 	return b.String()
 }
