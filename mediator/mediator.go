@@ -224,6 +224,9 @@ func call[Req, Res any](ctx context.Context, h *registry.Request[Req, Res], req 
 				site, pe = p.Site, p
 			} else {
 				pe = engine.NewPanicError(v)
+				if h.PanicSite != "" {
+					site = h.PanicSite
+				}
 			}
 			res, err = zero, fmt.Errorf("request %v: %s: %w", reflect.TypeFor[Req](), site, pe)
 		}

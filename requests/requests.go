@@ -171,9 +171,10 @@ func build[Req Request[Res], Res any](h Handler[Req, Res], kind string, hs []any
 	}
 	b.Middleware = names
 	b.Value = &registry.Request[Req, Res]{
-		Name:    info.Handler,
-		Handle:  f,
-		Nilable: registry.Nilable(info.Request),
+		Name:      info.Handler,
+		Handle:    f,
+		Nilable:   registry.Nilable(info.Request),
+		PanicSite: globalSite(names[:len(p.Global)]),
 	}
 	return b, nil
 }

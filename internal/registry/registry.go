@@ -33,6 +33,9 @@ type Request[Req, Res any] struct {
 	Handle func(ctx context.Context, req Req) (Res, error)
 	// Nilable reports whether Req can hold nil (pointer, map, slice...).
 	Nilable bool
+	// PanicSite, when not empty, names the global middleware: a panic that
+	// reaches the mediator not marked as the handler's came from there.
+	PanicSite string
 }
 
 // Stream is the resolved, typed stream handler of one request type.
