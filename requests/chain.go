@@ -11,14 +11,30 @@ import (
 	"github.com/gocqrs/cqrs/internal/registry"
 )
 
-// ErrEndOfChain is returned (wrapped) when every link of a chain passed the
-// request on and none answered.
+// ErrEndOfChain is returned (wrapped) by the next of the last link of a
+// chain: the request went through every link, from the first, and each
+// passed it on. The message names the request type and the number of links.
+// A link that fails does not pass the request on: when a link retries and
+// the next link fails again, the error is that link's, not ErrEndOfChain.
 var ErrEndOfChain = errors.New("requests: no handler in the chain answered")
 
 // ChainHandler is one link of a chain of responsibility: it answers the
-// request itself, or passes it on by calling next (at most once). It returns
-// only its own events; the mediator collects the events of every link that
-// ran and returned without error, in the order they returned.
+// request itself, or passes it on by calling next. It returns only its own
+// events; the mediator collects the events of every link that ran and
+// returned without error, in the order they returned.
+//
+// A link may call next more than once, to retry or to compare answers. The
+// next given to a link always runs the link that follows it, with the
+// request it is given: a second call runs that link again, as the first call
+// did, and skips none. Each call is a separate invocation, and the rule
+// above applies to each: an invocation that returns without error has its
+// events collected, whatever the link that called next then does (calls it
+// again, ignores what it returned, or itself returns an error); an
+// invocation that returns an error has its events dropped. So a next link
+// that runs twice without error contributes its events twice, in the order
+// the invocations returned, and one that fails and then succeeds contributes
+// those of the success only. Calls of next must not overlap and must be made
+// before Handle returns: next is not safe for concurrent use.
 type ChainHandler[Req Request[Res], Res any] interface {
 	Handle(ctx context.Context, req Req, next func(context.Context, Req) (Res, error)) (Res, []events.Event, error)
 }
@@ -94,9 +110,17 @@ func BindChainHandlers[Req Request[Res], Res any](m *Map, links ...ChainHandler[
 }
 
 func buildChain[Req Request[Res], Res any](links []ChainHandler[Req, Res], p registry.Pipeline) (registry.Built, error) {
+	ch := &chain[Req, Res]{links: links}
+	// Falling off the end is the same for every request: the error, and the
+	// next of the last link, are built once.
+	end := fmt.Errorf("%w: %v passed through %d link(s)", ErrEndOfChain, reflect.TypeFor[Req](), len(links))
+	ch.last = func(context.Context, Req) (Res, error) {
+		var zero Res
+		return zero, end
+	}
 	h := HandlerFunc[Req, Res](func(ctx context.Context, req Req) (Res, []events.Event, error) {
-		run := &chainRun[Req, Res]{links: links}
-		res, err := run.next(ctx, req)
+		run := &chainRun[Req, Res]{chain: ch}
+		res, err := run.handle(ctx, req, 0)
 		if err != nil {
 			var zero Res
 			return zero, nil, err
@@ -110,22 +134,30 @@ func buildChain[Req Request[Res], Res any](links []ChainHandler[Req, Res], p reg
 	return build(h, "chain", hs, p)
 }
 
-// chainRun walks one request down a chain.
-type chainRun[Req Request[Res], Res any] struct {
+// chain is what the requests to one chain share.
+type chain[Req Request[Res], Res any] struct {
 	links []ChainHandler[Req, Res]
-	i     int
+	last  func(context.Context, Req) (Res, error) // the next of the last link
+}
+
+// chainRun walks one request down a chain. It holds no cursor: the next
+// given to link i always runs link i+1, however often it is called.
+type chainRun[Req Request[Res], Res any] struct {
+	chain *chain[Req, Res]
 	evs   []events.Event
 }
 
-func (c *chainRun[Req, Res]) next(ctx context.Context, req Req) (Res, error) {
-	var zero Res
-	if c.i == len(c.links) {
-		return zero, fmt.Errorf("%w: %v passed through %d link(s)", ErrEndOfChain, reflect.TypeFor[Req](), len(c.links))
+// handle runs one invocation of link i, and keeps its events if it returns
+// without error.
+func (c *chainRun[Req, Res]) handle(ctx context.Context, req Req, i int) (Res, error) {
+	links := c.chain.links
+	next := c.chain.last
+	if i+1 < len(links) {
+		next = func(ctx context.Context, req Req) (Res, error) { return c.handle(ctx, req, i+1) }
 	}
-	l := c.links[c.i]
-	c.i++
-	res, evs, err := l.Handle(ctx, req, c.next)
+	res, evs, err := links[i].Handle(ctx, req, next)
 	if err != nil {
+		var zero Res
 		return zero, err
 	}
 	c.evs = append(c.evs, evs...)

@@ -30,19 +30,21 @@ type chainNoted struct{ Link string }
 var errChainLink = errors.New("link failed")
 
 // chainLink is a configurable link: it answers the keys answers accepts,
-// fails with fail if set, and otherwise passes the request on. It emits a
-// chainNoted whether it answers or passes on.
+// fails with fail if set (on its first failTimes calls only, if failTimes is
+// not zero), and otherwise passes the request on. It emits a chainNoted
+// whether it answers or passes on.
 type chainLink struct {
-	name    string
-	answers func(key string) bool
-	fail    error
-	calls   atomic.Int64
+	name      string
+	answers   func(key string) bool
+	fail      error
+	failTimes int64
+	calls     atomic.Int64
 }
 
 func (l *chainLink) Handle(ctx context.Context, q chainQuote, next func(context.Context, chainQuote) (string, error)) (string, []events.Event, error) {
-	l.calls.Add(1)
+	n := l.calls.Add(1)
 	noted := []events.Event{chainNoted{Link: l.name}}
-	if l.fail != nil {
+	if l.fail != nil && (l.failTimes == 0 || n <= l.failTimes) {
 		return "", noted, l.fail
 	}
 	if l.answers != nil && l.answers(q.Key) {
@@ -134,6 +136,7 @@ func TestChainFallingOffTheEndIsErrEndOfChain(t *testing.T) {
 
 	res, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
 	require.ErrorIs(t, err, requests.ErrEndOfChain)
+	assert.ErrorContains(t, err, "requests_test.chainQuote passed through 2 link(s)")
 	assert.Empty(t, res)
 	assert.Equal(t, int64(1), links[0].calls.Load())
 	assert.Equal(t, int64(1), links[1].calls.Load())
@@ -218,6 +221,30 @@ func TestChainFailingLinkEventsAreNotDispatched(t *testing.T) {
 		assert.Equal(t, []string{"cache"}, notes.take(), "db's events are not dispatched")
 		assert.Zero(t, last.calls.Load())
 	})
+	t.Run("a link that fails after passing on drops only its own events", func(t *testing.T) {
+		t.Parallel()
+		// cache passes on; db passes on, default answers, then db fails;
+		// cache answers instead. default returned without error: its
+		// events are kept.
+		cache := requests.ChainHandlerFunc[chainQuote, string](func(ctx context.Context, q chainQuote, next func(context.Context, chainQuote) (string, error)) (string, []events.Event, error) {
+			if _, err := next(ctx, q); errors.Is(err, errChainLink) {
+				return "stale", []events.Event{chainNoted{Link: "cache"}}, nil
+			}
+			return "fresh", nil, nil
+		})
+		db := requests.ChainHandlerFunc[chainQuote, string](func(ctx context.Context, q chainQuote, next func(context.Context, chainQuote) (string, error)) (string, []events.Event, error) {
+			_, _ = next(ctx, q)
+			return "", []events.Event{chainNoted{Link: "db"}}, errChainLink
+		})
+		last := &chainLink{name: "default", answers: chainAny}
+		var notes chainNotes
+		m := chainMediator(t, &notes, cache, db, last)
+
+		res, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
+		require.NoError(t, err)
+		assert.Equal(t, "stale", res)
+		assert.Equal(t, []string{"default", "cache"}, notes.take())
+	})
 	t.Run("the error reaches the caller", func(t *testing.T) {
 		t.Parallel()
 		first := &chainLink{name: "first"}
@@ -228,6 +255,124 @@ func TestChainFailingLinkEventsAreNotDispatched(t *testing.T) {
 		_, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
 		require.ErrorIs(t, err, errChainLink)
 		assert.Empty(t, notes.take(), "no link's events are dispatched")
+	})
+}
+
+// chainRetryLink passes the request on by calling next attempts times in
+// all: while next fails, or every time if always is set. It returns the
+// last outcome, and emits a chainNoted when it returns without error.
+type chainRetryLink struct {
+	name     string
+	attempts int
+	always   bool
+	calls    atomic.Int64
+}
+
+func (l *chainRetryLink) Handle(ctx context.Context, q chainQuote, next func(context.Context, chainQuote) (string, error)) (string, []events.Event, error) {
+	l.calls.Add(1)
+	var (
+		res string
+		err error
+	)
+	for range l.attempts {
+		res, err = next(ctx, q)
+		if err == nil && !l.always {
+			break
+		}
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return res, []events.Event{chainNoted{Link: l.name}}, nil
+}
+
+func TestChainNextCalledTwiceRunsTheSameNextLinkAgain(t *testing.T) {
+	t.Parallel()
+	t.Run("a retry after a failure reaches the link that failed", func(t *testing.T) {
+		t.Parallel()
+		// audit passes on; retry calls next again when it fails; db fails
+		// once, then answers; default is never reached.
+		audit := &chainLink{name: "audit"}
+		retry := &chainRetryLink{name: "retry", attempts: 2}
+		db := &chainLink{name: "db", answers: chainAny, fail: errChainLink, failTimes: 1}
+		last := &chainLink{name: "default", answers: chainAny}
+		var notes chainNotes
+		m := chainMediator(t, &notes, audit, retry, db, last)
+
+		res, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
+		require.NoError(t, err)
+		assert.Equal(t, "db answered x", res)
+		assert.Equal(t, int64(1), audit.calls.Load())
+		assert.Equal(t, int64(1), retry.calls.Load())
+		assert.Equal(t, int64(2), db.calls.Load(), "the second call of next runs db again")
+		assert.Zero(t, last.calls.Load(), "no link is skipped")
+		assert.Equal(t, []string{"db", "retry", "audit"}, notes.take(),
+			"the failed invocation of db contributes no events, the one that answered does")
+	})
+	t.Run("every invocation that returns without error contributes its events", func(t *testing.T) {
+		t.Parallel()
+		// twice calls next twice whatever happens; pass passes on; default
+		// answers. Each call of next walks pass and default again.
+		twice := &chainRetryLink{name: "twice", attempts: 2, always: true}
+		pass := &chainLink{name: "pass"}
+		last := &chainLink{name: "default", answers: chainAny}
+		var notes chainNotes
+		m := chainMediator(t, &notes, twice, pass, last)
+
+		res, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
+		require.NoError(t, err)
+		assert.Equal(t, "default answered x", res)
+		assert.Equal(t, int64(2), pass.calls.Load())
+		assert.Equal(t, int64(2), last.calls.Load())
+		assert.Equal(t, []string{"default", "pass", "default", "pass", "twice"}, notes.take(),
+			"in the order the invocations returned")
+	})
+	t.Run("retries in two links stay independent", func(t *testing.T) {
+		t.Parallel()
+		// outer and inner both call next twice; the last link runs four
+		// times.
+		outer := &chainRetryLink{name: "outer", attempts: 2, always: true}
+		inner := &chainRetryLink{name: "inner", attempts: 2, always: true}
+		last := &chainLink{name: "default", answers: chainAny}
+		var notes chainNotes
+		m := chainMediator(t, &notes, outer, inner, last)
+
+		res, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
+		require.NoError(t, err)
+		assert.Equal(t, "default answered x", res)
+		assert.Equal(t, int64(2), inner.calls.Load())
+		assert.Equal(t, int64(4), last.calls.Load())
+		assert.Equal(t, []string{"default", "default", "inner", "default", "default", "inner", "outer"}, notes.take())
+	})
+}
+
+func TestChainEndOfChainOnlyWhenEveryLinkPassedOn(t *testing.T) {
+	t.Parallel()
+	t.Run("a retried link that fails again is the error", func(t *testing.T) {
+		t.Parallel()
+		retry := &chainRetryLink{name: "retry", attempts: 2}
+		db := &chainLink{name: "db", fail: errChainLink}
+		var notes chainNotes
+		m := chainMediator(t, &notes, retry, db)
+
+		_, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
+		require.ErrorIs(t, err, errChainLink, "db's error, not the end of the chain")
+		assert.NotErrorIs(t, err, requests.ErrEndOfChain, "db failed, it did not pass the request on")
+		assert.Equal(t, int64(2), db.calls.Load())
+		assert.Empty(t, notes.take())
+	})
+	t.Run("every call of next that falls off the end went through every link", func(t *testing.T) {
+		t.Parallel()
+		retry := &chainRetryLink{name: "retry", attempts: 2}
+		pass := &chainLink{name: "pass"}
+		var notes chainNotes
+		m := chainMediator(t, &notes, retry, pass)
+
+		_, err := mediator.Send(t.Context(), m, chainQuote{Key: "x"})
+		require.ErrorIs(t, err, requests.ErrEndOfChain)
+		assert.EqualError(t, err, "requests: no handler in the chain answered: requests_test.chainQuote passed through 2 link(s)")
+		assert.Equal(t, int64(2), pass.calls.Load(), "the retry passed through pass again")
+		assert.Empty(t, notes.take())
 	})
 }
 
@@ -366,4 +511,47 @@ func TestChainBindingErrorsAreReportedAtBootstrap(t *testing.T) {
 			assert.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+type benchChainPass struct{}
+
+func (benchChainPass) Handle(ctx context.Context, q chainQuote, next func(context.Context, chainQuote) (string, error)) (string, []events.Event, error) {
+	res, err := next(ctx, q)
+	return res, nil, err
+}
+
+type benchChainAnswer struct{}
+
+func (benchChainAnswer) Handle(_ context.Context, q chainQuote, _ func(context.Context, chainQuote) (string, error)) (string, []events.Event, error) {
+	return q.Key, nil, nil
+}
+
+// BenchmarkChain: Send to a chain whose links emit no events, answered by
+// the first link, by the third after two passed it on, and by none (every
+// link passes on and the request falls off the end).
+func BenchmarkChain(b *testing.B) {
+	ctx := context.Background()
+	var (
+		pass   requests.ChainHandler[chainQuote, string] = benchChainPass{}
+		answer requests.ChainHandler[chainQuote, string] = benchChainAnswer{}
+	)
+	run := func(b *testing.B, wantErr bool, links ...requests.ChainHandler[chainQuote, string]) {
+		b.Helper()
+		m, err := bootstrap.Bootstrap(nil, bootstrap.WithQueries(func(r *requests.Map) {
+			requests.BindChainHandlers(r, links...)
+		}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req := chainQuote{Key: "x"}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := mediator.Send(ctx, m, req); (err != nil) != wantErr {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("answer=first", func(b *testing.B) { run(b, false, answer, pass, pass) })
+	b.Run("answer=third", func(b *testing.B) { run(b, false, pass, pass, answer) })
+	b.Run("answer=none", func(b *testing.B) { run(b, true, pass, pass, pass) })
 }

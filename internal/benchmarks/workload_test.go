@@ -72,18 +72,18 @@ type emittedNoop struct{}
 
 func (emittedNoop) Handle(context.Context, Emitted) ([]events.Event, error) { return nil, nil }
 
-// Handlers in the peers' shape (benchmarks.RequestHandler and
+// Handlers in the imitations' shape (benchmarks.RequestHandler and
 // NotificationHandler: no events returned).
 
-type peerQueryHandler struct{}
+type plainQueryHandler struct{}
 
-func (peerQueryHandler) Handle(_ context.Context, q Query) (Reply, error) {
+func (plainQueryHandler) Handle(_ context.Context, q Query) (Reply, error) {
 	return answer(q.ID), nil
 }
 
-type peerNoop struct{ id int }
+type plainNoop struct{ id int }
 
-func (peerNoop) Handle(context.Context, Event) error { return nil }
+func (plainNoop) Handle(context.Context, Event) error { return nil }
 
 const fanOut = 4 // handlers of Event, and events returned by Emit's handler
 
@@ -143,32 +143,32 @@ func newMediator(b *testing.B, opts ...bootstrap.Option) *mediator.RequestMediat
 	return m
 }
 
-// newRegistry returns the Go-MediatR-style peer with the workload's
-// handlers registered.
-func newRegistry() *benchmarks.Registry {
-	r := &benchmarks.Registry{}
-	benchmarks.RegisterRequestHandler[Query, Reply](r, peerQueryHandler{})
+// newSyncMapRegistry returns the sync.Map registry imitation with the
+// workload's handlers registered.
+func newSyncMapRegistry() *benchmarks.SyncMapRegistry {
+	r := &benchmarks.SyncMapRegistry{}
+	benchmarks.RegisterRequestHandler[Query, Reply](r, plainQueryHandler{})
 	for i := range fanOut {
-		benchmarks.RegisterNotificationHandler[Event](r, peerNoop{id: i})
+		benchmarks.RegisterNotificationHandler[Event](r, plainNoop{id: i})
 	}
 	return r
 }
 
-// newGoroutineFanOut returns the goroutine-per-handler peer with the 4 no-op
-// handlers of Event.
+// newGoroutineFanOut returns the goroutine-per-handler imitation with the 4
+// no-op handlers of Event.
 func newGoroutineFanOut() *benchmarks.GoroutineFanOut {
 	f := &benchmarks.GoroutineFanOut{}
 	for i := range fanOut {
-		benchmarks.Subscribe[Event](f, peerNoop{id: i})
+		benchmarks.Subscribe[Event](f, plainNoop{id: i})
 	}
 	return f
 }
 
-// newDigResolver returns the dig peer, its container providing the query
-// handler.
+// newDigResolver returns the dig.Invoke-per-request imitation, its container
+// providing the query handler.
 func newDigResolver(b *testing.B) *benchmarks.DigResolver {
 	b.Helper()
-	d, err := benchmarks.NewDigResolver(func() benchmarks.RequestHandler[Query, Reply] { return peerQueryHandler{} })
+	d, err := benchmarks.NewDigResolver(func() benchmarks.RequestHandler[Query, Reply] { return plainQueryHandler{} })
 	if err != nil {
 		b.Fatal(err)
 	}

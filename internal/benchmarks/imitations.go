@@ -1,11 +1,14 @@
-// Package benchmarks compares the gocqrs mediator with its peers on one
-// workload. This file holds hand-written imitations of the techniques peer
-// mediators use, each small enough to read at a glance; the benchmarks are in
-// the test files. The figures and how to read them are in docs/benchmarks.md
-// of the root module.
+// Package benchmarks compares the gocqrs mediator, on one workload, with
+// watermill (the real library) and with hand-written imitations of dispatch
+// techniques. This file holds the imitations, each small enough to read at a
+// glance and each named for the technique it imitates: it is not any
+// library's code, and its figures are those of the technique, not of a
+// library that uses it. The benchmarks are in the test files. The figures,
+// what each imitation leaves out and how to read them are in
+// docs/benchmarks.md of the root module.
 //
-// It is a module of its own so that the peers' dependencies (watermill) never
-// reach the root go.mod.
+// It is a module of its own so that its dependencies (watermill) never reach
+// the root go.mod.
 package benchmarks
 
 import (
@@ -18,14 +21,14 @@ import (
 	"go.uber.org/dig"
 )
 
-// RequestHandler is the handler shape of Go-MediatR-style mediators: a
-// response and an error, no events.
+// RequestHandler is the handler shape of the imitations: a response and an
+// error, no events.
 type RequestHandler[Req, Res any] interface {
 	Handle(ctx context.Context, req Req) (Res, error)
 }
 
-// NotificationHandler is the event-handler shape of Go-MediatR-style
-// mediators.
+// NotificationHandler is the event-handler shape of the imitations: an
+// error, no follow-up events.
 type NotificationHandler[E any] interface {
 	Handle(ctx context.Context, event E) error
 }
@@ -38,34 +41,32 @@ type Behaviour interface {
 	Handle(ctx context.Context, req any, next Next) (any, error)
 }
 
-// Registry imitates Go-MediatR (github.com/mehdihadeli/go-mediatr) and the
-// mediators modelled on it. Handlers are stored as any, keyed by the
-// reflect.Type of what they handle. On every call Send finds the handler with
-// reflect.TypeOf, asserts it back to its interface, builds the pipeline of
-// behaviours anew by wrapping closures around the handler (here with zero
-// behaviours, so only the innermost closure), carries the response through
-// it as any and asserts it back to its type at the end.
+// SyncMapRegistry imitates one technique: a registry of handlers stored as
+// any in sync.Maps keyed by reflect.Type. On every call Send finds the
+// handler with reflect.TypeOf, asserts it back to its interface, builds the
+// pipeline of behaviours anew by wrapping closures around the handler (here
+// with zero behaviours, so only the innermost closure), carries the response
+// through it as any and asserts it back to its type at the end. Publish
+// looks the handlers up the same way and calls them one after the other,
+// each asserted back to its interface, stopping at the first error.
 //
-// The peer keeps its registry in package-global variables, so every test
-// and every mediator of a process shares one. Registry holds the same maps
-// in a struct instead, so that each benchmark has its own; reading a field
-// costs what reading a global does, so nothing is gained by it. The maps are
-// sync.Maps, as in the ports that allow registering from any goroutine at any
-// time (Go-MediatR's own is a plain map, not safe to register into while
-// requests are served). Registration is not safe for concurrent use.
-type Registry struct {
+// It is only the technique: no package-global state and no lock (each
+// benchmark has its own registry), no handler factories, no panic recovery,
+// no context check, and errors wrapped with fmt.Errorf only. Registration is
+// not safe for concurrent use.
+type SyncMapRegistry struct {
 	requests      sync.Map // reflect.Type -> RequestHandler[Req, Res], as any
 	notifications sync.Map // reflect.Type -> []any, each a NotificationHandler[E]
 	behaviours    []Behaviour
 }
 
 // RegisterRequestHandler binds h to the requests of type Req.
-func RegisterRequestHandler[Req, Res any](r *Registry, h RequestHandler[Req, Res]) {
+func RegisterRequestHandler[Req, Res any](r *SyncMapRegistry, h RequestHandler[Req, Res]) {
 	r.requests.Store(reflect.TypeFor[Req](), h)
 }
 
 // RegisterNotificationHandler adds h to the handlers of events of type E.
-func RegisterNotificationHandler[E any](r *Registry, h NotificationHandler[E]) {
+func RegisterNotificationHandler[E any](r *SyncMapRegistry, h NotificationHandler[E]) {
 	t := reflect.TypeFor[E]()
 	hs, _ := r.notifications.Load(t)
 	list, _ := hs.([]any)
@@ -74,12 +75,12 @@ func RegisterNotificationHandler[E any](r *Registry, h NotificationHandler[E]) {
 
 // Use appends behaviours to the pipeline; the first one added is the
 // outermost. The benchmarks add none.
-func (r *Registry) Use(behaviours ...Behaviour) {
+func (r *SyncMapRegistry) Use(behaviours ...Behaviour) {
 	r.behaviours = append(r.behaviours, behaviours...)
 }
 
 // Send calls the handler bound to req's type through the pipeline.
-func Send[Req, Res any](ctx context.Context, r *Registry, req Req) (Res, error) {
+func Send[Req, Res any](ctx context.Context, r *SyncMapRegistry, req Req) (Res, error) {
 	var zero Res
 	v, ok := r.requests.Load(reflect.TypeOf(req))
 	if !ok {
@@ -107,7 +108,7 @@ func Send[Req, Res any](ctx context.Context, r *Registry, req Req) (Res, error) 
 
 // Publish calls the handlers of event's type one after the other, stopping at
 // the first error.
-func Publish[E any](ctx context.Context, r *Registry, event E) error {
+func Publish[E any](ctx context.Context, r *SyncMapRegistry, event E) error {
 	v, ok := r.notifications.Load(reflect.TypeOf(event))
 	if !ok {
 		return nil
@@ -125,13 +126,13 @@ func Publish[E any](ctx context.Context, r *Registry, event E) error {
 	return nil
 }
 
-// DigResolver imitates mediators that ask their dependency-injection
-// container for the handler on every request, as MediatR does with its
-// service provider: here one dig.Invoke per Send, dig finding the handler by
-// the type of the invoked function's parameter. The handler is provided as a
-// singleton, so dig builds it once and then returns it from its cache; what
-// remains per call is dig's reflection. dig is not safe for concurrent use, so
-// neither is a DigResolver.
+// DigResolver imitates one technique: resolving the handler from the
+// dependency-injection container on every request, here one dig.Invoke per
+// Send, dig finding the handler by the type of the invoked function's
+// parameter. The handler is provided as a singleton, so dig builds it once
+// and then returns it from its cache; what remains per call is dig's
+// reflection. dig is not safe for concurrent use, so neither is a
+// DigResolver.
 type DigResolver struct {
 	c *dig.Container
 }
@@ -164,9 +165,9 @@ func SendDig[Req, Res any](ctx context.Context, d *DigResolver, req Req) (Res, e
 	return res, nil
 }
 
-// GoroutineFanOut imitates in-process event buses that start one goroutine
-// per handler of an event and wait for all of them with a sync.WaitGroup,
-// with no bound on how many run at once.
+// GoroutineFanOut imitates one technique: delivering an event by starting
+// one goroutine per handler and waiting for all of them with a
+// sync.WaitGroup, with no bound on how many run at once.
 type GoroutineFanOut struct {
 	handlers map[reflect.Type][]func(context.Context, any) error
 }
