@@ -72,8 +72,9 @@ func (h *cachedPricing) Handle(_ context.Context, q quote) (string, []events.Eve
 	return "cached " + q.Item, nil, nil
 }
 
-// primaryName is the circuit name the mediator uses: the primary's type.
-const primaryName = "*gobreaker_test.livePricing"
+// primaryName is the circuit name the mediator gives the binding: the
+// request type and the primary's type.
+const primaryName = "gobreaker_test.quote *gobreaker_test.livePricing"
 
 // twoStrikes trips a circuit after 2 consecutive failures.
 func twoStrikes(c sgb.Counts) bool { return c.ConsecutiveFailures >= 2 }
