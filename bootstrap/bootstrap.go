@@ -100,6 +100,24 @@ func WithPublisher(p events.Publisher) Option {
 	})
 }
 
+// WithOutbox makes notification events leave through a transactional outbox
+// (mediator.Config.Capture): each request handler runs in a transaction of
+// the outbox's database, carried by its context, and the notification events
+// it returns are written to the outbox in that transaction; a relay
+// (outbox.Relay) then sends them. Build c with outbox.NewCapture. Unless
+// WithPublisher is also given, c publishes the notification events that
+// event handlers emit later, each in the transaction its context carries or
+// in one of its own.
+func WithOutbox(c mediator.Capturer) Option {
+	return optionFunc(func(s *settings) {
+		if registry.IsNil(c) {
+			s.fail("WithOutbox(nil)")
+			return
+		}
+		s.cfg.Capture = c
+	})
+}
+
 // WithMaxConcurrentEventHandlers bounds the event-handler invocations running
 // at once within one Send (default 1; must be at least 1). Raising it runs
 // different events in parallel; the handlers of one event still run one

@@ -1,6 +1,7 @@
 package mediator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,8 +70,21 @@ type Config struct {
 	// (default 0: no such bound). Waiting for a slot honours the context.
 	MediatorWideLimit int
 	// Publisher receives notification events (default none: emitting one is
-	// an error).
+	// an error; with Capture set, Capture when it is a Publisher).
 	Publisher events.Publisher
+	// Capture, when set, makes notification events leave through a
+	// transactional outbox: each request handler that can emit events (a
+	// requests.Handler; a requests.PlainHandler cannot) runs in a
+	// transaction Capture begins and carries in its context, the
+	// notification events it returns are written to the outbox in that
+	// transaction before it commits, and only then are its other events
+	// dispatched in process, with the same lineage. If the handler fails,
+	// or the transaction does not commit, nothing is written and nothing is
+	// dispatched. Notification events emitted later by event handlers go to
+	// the Publisher (by default Capture itself, when it implements
+	// events.Publisher). Stream handlers are not captured. Package
+	// events/outbox provides one (outbox.NewCapture).
+	Capture Capturer
 	// Logger receives warnings, e.g. about events with no handler (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -82,6 +96,30 @@ type Config struct {
 	// EventMiddleware wraps every event-handler invocation, the first
 	// outermost.
 	EventMiddleware []events.Middleware
+}
+
+// Capturer runs request handlers in a transaction and writes the
+// notification events they return to a transactional outbox in it; see
+// Config.Capture.
+type Capturer interface {
+	// Capture begins a transaction, calls handle with a context carrying it
+	// and the lineage of the events (events.EnsureLineage), writes the
+	// notification events among those handle returned to the outbox in the
+	// transaction, commits, and returns a context carrying the lineage (not
+	// the transaction) and the remaining events, in order. If handle fails,
+	// Capture rolls back and returns its error as is.
+	Capture(ctx context.Context, handle func(ctx context.Context) ([]events.Event, error)) (context.Context, []events.Event, error)
+}
+
+// publisher returns the Publisher the engine uses.
+func (c Config) publisher() events.Publisher {
+	if c.Publisher != nil {
+		return c.Publisher
+	}
+	if p, ok := c.Capture.(events.Publisher); ok {
+		return p
+	}
+	return nil
 }
 
 // DefaultConfig returns the defaults of a RequestMediator and an
@@ -124,6 +162,9 @@ func (c Config) Validate() error {
 		if registry.IsNil(mw) {
 			errs = append(errs, fmt.Errorf("%w: EventMiddleware[%d] is nil", ErrInvalidConfig, i))
 		}
+	}
+	if c.Capture != nil && registry.IsNil(c.Capture) {
+		errs = append(errs, fmt.Errorf("%w: Capture is a nil %T", ErrInvalidConfig, c.Capture))
 	}
 	if c.Publisher != nil && registry.IsNil(c.Publisher) {
 		errs = append(errs, fmt.Errorf("%w: Publisher is a nil %T", ErrInvalidConfig, c.Publisher))

@@ -100,7 +100,11 @@ func resolveRequests(c di.Container, reqs *requests.Map, eng **engine.Engine, cf
 		stream[i] = mw
 	}
 	dispatch := func(ctx context.Context, evs []any) error { return (*eng).Dispatch(ctx, evs) }
-	byType, err := (*registry.Requests)(reqs).Resolve(c, global, stream, dispatch)
+	var capture func(context.Context, func(context.Context) ([]any, error)) (context.Context, []any, error)
+	if cfg.Capture != nil {
+		capture = cfg.Capture.Capture
+	}
+	byType, err := (*registry.Requests)(reqs).Resolve(c, global, stream, dispatch, capture)
 	for t, b := range byType {
 		handlers[typeid.OfType(t)] = b.Value
 	}
@@ -136,7 +140,7 @@ func newEngine(c di.Container, evs *events.Map, cfg Config) (*engine.Engine, err
 		FailFast:         cfg.FailFast,
 		MaxDepth:         cfg.MaxEventDepth,
 		GlobalLimit:      cfg.MediatorWideLimit,
-		Publisher:        cfg.Publisher,
+		Publisher:        cfg.publisher(),
 		Logger:           cfg.Logger,
 	}), err
 }

@@ -145,6 +145,26 @@ func wrap[Req Request[Res], Res any](handler Handler[Req, Res], info Info, p reg
 	if ph, ok := h.(plain[Req, Res]); ok {
 		inner := ph.h
 		core = func(ctx context.Context, req Req) (Res, error) { return inner.Handle(ctx, req) }
+	} else if capture := p.Capture; capture != nil {
+		// Transactional capture: the handler runs in a transaction, its
+		// notification events are written to the outbox in it, and the
+		// others are dispatched once it has committed.
+		core = func(ctx context.Context, req Req) (Res, error) {
+			var res Res
+			ctx, evs, err := capture(ctx, func(ctx context.Context) ([]any, error) {
+				r, evs, err := h.Handle(ctx, req)
+				res = r
+				return evs, err
+			})
+			if err != nil {
+				var zero Res
+				return zero, err
+			}
+			if len(evs) == 0 {
+				return res, nil
+			}
+			return res, dispatch(ctx, evs)
+		}
 	} else {
 		core = func(ctx context.Context, req Req) (Res, error) {
 			res, evs, err := h.Handle(ctx, req)

@@ -68,6 +68,12 @@ type Pipeline struct {
 	Typed []any
 	// Dispatch fans out the events a handler emitted.
 	Dispatch func(ctx context.Context, evs []any) error
+	// Capture, when set, runs a handler that may emit events in a
+	// transaction, writes the notification events it returned to the
+	// outbox in that transaction, and returns the others for Dispatch.
+	// The returned context (ctx with the lineage the events were stamped
+	// with, not the transaction) is the one to dispatch with.
+	Capture func(ctx context.Context, handle func(ctx context.Context) ([]any, error)) (context.Context, []any, error)
 }
 
 // Built is a resolved request binding and its description.
@@ -124,7 +130,7 @@ func (r *Requests) Len() int { return len(r.order) }
 // Resolve builds every bound handler from c, wrapped in the global
 // middleware of its kind and its typed middleware, and reports every problem
 // at once, including those recorded while binding.
-func (r *Requests) Resolve(c di.Container, request, stream []any, dispatch func(context.Context, []any) error) (map[reflect.Type]Built, error) {
+func (r *Requests) Resolve(c di.Container, request, stream []any, dispatch func(context.Context, []any) error, capture func(context.Context, func(context.Context) ([]any, error)) (context.Context, []any, error)) (map[reflect.Type]Built, error) {
 	errs := append([]error(nil), r.errs...)
 	out := make(map[reflect.Type]Built, len(r.order))
 	for _, t := range slices.SortedFunc(maps.Keys(r.typed), func(a, b reflect.Type) int { return strings.Compare(a.String(), b.String()) }) {
@@ -138,7 +144,11 @@ func (r *Requests) Resolve(c di.Container, request, stream []any, dispatch func(
 		if e.Stream {
 			global = stream
 		}
-		h, err := e.Build(c, Pipeline{Global: global, Typed: r.typed[t], Dispatch: dispatch})
+		p := Pipeline{Global: global, Typed: r.typed[t], Dispatch: dispatch}
+		if !e.Stream {
+			p.Capture = capture
+		}
+		h, err := e.Build(c, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("requests: handler for %v: %w", t, err))
 			continue
