@@ -82,8 +82,12 @@ type Config struct {
 	// or the transaction does not commit, nothing is written and nothing is
 	// dispatched. Notification events emitted later by event handlers go to
 	// the Publisher (by default Capture itself, when it implements
-	// events.Publisher). Stream handlers are not captured. Package
-	// events/outbox provides one (outbox.NewCapture).
+	// events.Publisher). With Capture, notification events leave only
+	// through the outbox: handlers bound to a notification type are not
+	// called by the Send that emitted it; they receive it from the relay,
+	// as an incoming event (EventMediator.Send), like any other consumer.
+	// Stream handlers are not captured. Package events/outbox provides one
+	// (outbox.NewCapture).
 	Capture Capturer
 	// Logger receives warnings, e.g. about events with no handler (default
 	// slog.Default()).

@@ -141,6 +141,7 @@ func newEngine(c di.Container, evs *events.Map, cfg Config) (*engine.Engine, err
 		MaxDepth:         cfg.MaxEventDepth,
 		GlobalLimit:      cfg.MediatorWideLimit,
 		Publisher:        cfg.publisher(),
+		PublishOnly:      cfg.Capture != nil,
 		Logger:           cfg.Logger,
 	}), err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/gocqrs/cqrs/bootstrap"
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/events/outbox"
+	"github.com/gocqrs/cqrs/events/wire"
 	"github.com/gocqrs/cqrs/mediator"
 	"github.com/gocqrs/cqrs/requests"
 )
@@ -180,4 +181,57 @@ func TestNewCaptureReportsEveryMissingArgument(t *testing.T) {
 	require.ErrorIs(t, err, outbox.ErrInvalidConfig)
 	assert.Contains(t, err.Error(), "Transactor")
 	assert.Contains(t, err.Error(), "Adder")
+}
+
+// With capture, a notification event bound to an in-process handler is
+// not handled by the Send that emitted it: it reaches the handler through
+// the relay, once, after the commit.
+func TestCapturedNotificationsReachInProcessHandlersThroughTheRelay(t *testing.T) {
+	t.Parallel()
+	type shipped struct{ ID string }
+	type ship struct{ requests.Returns[int] }
+	store := outbox.NewMemoryStore(outbox.MemoryOptions{})
+	c, err := outbox.NewCapture(outbox.MemoryTransactor{}, store, nil)
+	require.NoError(t, err)
+	var handled []string
+	var mu sync.Mutex
+	m, err := bootstrap.Bootstrap(nil, bootstrap.WithOutbox(c),
+		bootstrap.WithCommands(func(r *requests.Map) {
+			requests.BindHandler(r, requests.Func(func(context.Context, ship) (int, []events.Event, error) {
+				return 1, []events.Event{events.NewNotification("shipped", shipped{ID: "s-1"})}, nil
+			}))
+		}),
+		bootstrap.WithDomainEvents(func(m *events.Map) {
+			events.BindHandler(m, events.HandlerFunc[events.Notification[shipped]](func(_ context.Context, n events.Notification[shipped]) ([]events.Event, error) {
+				mu.Lock()
+				handled = append(handled, n.Payload.ID)
+				mu.Unlock()
+				return nil, nil
+			}))
+		}))
+	require.NoError(t, err)
+	_, err = mediator.Send(t.Context(), m, ship{})
+	require.NoError(t, err)
+	mu.Lock()
+	assert.Empty(t, handled, "not handled before the relay sends it")
+	mu.Unlock()
+
+	var reg wire.Registry
+	require.NoError(t, wire.Register[shipped](&reg, "shipped"))
+	dec, err := wire.NewDecoder(&reg, wire.DecoderOptions{})
+	require.NoError(t, err)
+	var lineage events.Lineage
+	sender := outbox.InProcessSender(outbox.Decode(dec, func(ctx context.Context, ev events.Event) error {
+		lineage, _ = events.LineageFrom(ctx)
+		return m.Events().Send(ctx, ev)
+	}))
+	rows, err := store.Claim(t.Context(), "relay", 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.NoError(t, sender.Send(t.Context(), []wire.Envelope{rows[0].Envelope}))
+	mu.Lock()
+	assert.Equal(t, []string{"s-1"}, handled)
+	mu.Unlock()
+	assert.Equal(t, rows[0].Envelope.CorrelationID, lineage.CorrelationID, "the consumer continues the correlation")
+	assert.Equal(t, rows[0].Envelope.ID.String(), lineage.CausationID, "the received event is the cause of what follows")
 }

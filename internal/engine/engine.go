@@ -58,6 +58,10 @@ type Options struct {
 	GlobalLimit int
 	// Publisher receives notification events.
 	Publisher events.Publisher
+	// PublishOnly sends notification events emitted in process to the
+	// Publisher only, not to the handlers bound to their type (which get
+	// them back from the outbox's relay, as incoming events).
+	PublishOnly bool
 	// Logger receives warnings about events with no handler.
 	Logger *slog.Logger
 }
@@ -195,6 +199,9 @@ func (e *Engine) fill(ctx context.Context, r *route, ev any, b *binding, depth i
 		return err
 	}
 	r.ev, r.t, r.hs, r.publish = ev, reflect.TypeOf(ev), b.hs, b.notify && !incoming
+	if r.publish && e.opt.PublishOnly {
+		r.hs = nil
+	}
 	if b.hs == nil {
 		_, r.publish = ev.(events.NotificationEvent)
 		r.publish = r.publish && !incoming
@@ -232,10 +239,13 @@ func (e *Engine) skip(evs []any, depth int, incoming bool, fails *[]error) int {
 			*fails = append(*fails, err)
 			continue
 		}
-		n += len(b.hs)
 		if _, ok := ev.(events.NotificationEvent); ok && !incoming {
 			n++
+			if e.opt.PublishOnly {
+				continue
+			}
 		}
+		n += len(b.hs)
 	}
 	return n
 }
