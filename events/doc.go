@@ -44,6 +44,15 @@
 // primary's. Handlers may declare the events they emit ([Declarer]) for
 // wiring diagrams.
 //
+// # Lineage
+//
+// [Lineage] (a correlation id and a causation id) travels in the context:
+// [WithLineage] sets it, [LineageFrom] reads it, [EnsureLineage] starts a
+// correlation when there is none. The outbox stamps it on every event it
+// stores, and a consumer (outbox.Decode) puts the received event's lineage
+// back in the context, so one correlation follows a request across
+// processes.
+//
 // # Concurrency contract
 //
 // The mediator calls handlers as follows (package mediator has the full

@@ -156,6 +156,22 @@
 // failure as its cause, at the first failure. Handlers should return
 // promptly when it is done; Send cannot return before they do.
 //
+// # Transactional outbox
+//
+// With Config.Capture (bootstrap.WithOutbox, outbox.NewCapture), a request
+// handler that can emit events runs inside a transaction of the outbox's
+// database, carried by its context; the notification events it returns are
+// written to the outbox in that transaction, and the handler's domain events
+// are dispatched only after the commit. If the handler fails or the commit
+// does not happen, nothing is written and nothing is dispatched. Notification
+// events then leave the process only through the outbox and its relay; a
+// handler bound to a notification type receives it from the relay as an
+// incoming event, not from the Send that emitted it. Every captured event
+// carries the request's lineage (events.LineageFrom): a Send whose context
+// has none starts a correlation. Delivery to other processes is
+// at-least-once, in commit order per partition key; see package
+// events/outbox.
+//
 // # Event middleware
 //
 // events.Middleware wraps each event-handler invocation. It runs inside the
