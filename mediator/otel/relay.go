@@ -29,7 +29,8 @@ const RelayOwnerKey = attribute.Key("cqrs.outbox.relay")
 // collected: the store's pending and dead rows and its lag (the age of the
 // oldest pending row, in seconds), and the relay's own cumulative counts of
 // rows sent, failures recorded and failed store calls. The store is queried
-// once per collection; a failed query reports the counters only. Call
+// once per collection; when the query fails, the counters are reported and
+// the error is returned to the SDK, which logs it. Call
 // Unregister on the returned registration to stop.
 func ObserveRelay(mp metric.MeterProvider, relay *outbox.Relay) (metric.Registration, error) {
 	if relay == nil {
@@ -56,7 +57,8 @@ func ObserveRelay(mp metric.MeterProvider, relay *outbox.Relay) (metric.Registra
 		o.ObserveInt64(storeErrs, int64(c.StoreErrors), attrs)
 		st, err := relay.Stats(ctx)
 		if err != nil {
-			return nil // the counters are still reported
+			// The counters are reported; the SDK logs the error.
+			return err
 		}
 		o.ObserveInt64(pending, st.Store.Pending, attrs)
 		o.ObserveInt64(dead, st.Store.Dead, attrs)
