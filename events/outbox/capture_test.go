@@ -235,3 +235,28 @@ func TestCapturedNotificationsReachInProcessHandlersThroughTheRelay(t *testing.T
 	assert.Equal(t, rows[0].Envelope.CorrelationID, lineage.CorrelationID, "the consumer continues the correlation")
 	assert.Equal(t, rows[0].Envelope.ID.String(), lineage.CausationID, "the received event is the cause of what follows")
 }
+
+// Decode: an unknown name is nobody's event here (sent, holds nothing
+// back); a malformed body is a permanent failure.
+func TestDecodeSkipsUnknownNamesAndRejectsMalformedBodies(t *testing.T) {
+	t.Parallel()
+	type known struct{ N int }
+	var reg wire.Registry
+	require.NoError(t, wire.Register[known](&reg, "known"))
+	dec, err := wire.NewDecoder(&reg, wire.DecoderOptions{})
+	require.NoError(t, err)
+	calls := 0
+	deliver := outbox.Decode(dec, func(context.Context, events.Event) error { calls++; return nil })
+	enc := &wire.Encoder{}
+	unknown, err := enc.Encode(events.NewNotification("unknown", known{1}))
+	require.NoError(t, err)
+	require.NoError(t, deliver(t.Context(), unknown))
+	bad, err := enc.Encode(events.NewNotification("known", known{1}))
+	require.NoError(t, err)
+	bad.Payload = []byte(`{"event_id":`)
+	require.ErrorIs(t, deliver(t.Context(), bad), outbox.ErrPermanent)
+	good, err := enc.Encode(events.NewNotification("known", known{2}))
+	require.NoError(t, err)
+	require.NoError(t, deliver(t.Context(), good))
+	assert.Equal(t, 1, calls)
+}
