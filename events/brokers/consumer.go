@@ -1,0 +1,610 @@
+package brokers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gocqrs/cqrs/events"
+	"github.com/gocqrs/cqrs/events/inbox"
+	"github.com/gocqrs/cqrs/events/outbox"
+	"github.com/gocqrs/cqrs/events/wire"
+	"github.com/gocqrs/cqrs/internal/engine"
+	"github.com/gocqrs/cqrs/internal/panics"
+	"github.com/gocqrs/cqrs/internal/registry"
+)
+
+// PanicError is a panic recovered from a handler, a hook or an adapter; it
+// is the same type as mediator.PanicError and outbox.PanicError.
+type PanicError = panics.Error
+
+// Consumer receives messages from a [Subscriber], decodes them, hands each
+// event to a handler (typically an EventMediator's Send) and settles the
+// message according to the outcome. See the package documentation for the
+// guarantees. Create it with [NewConsumer]; it is safe for concurrent use.
+type Consumer struct {
+	sub      Subscriber
+	dec      *wire.Decoder
+	handle   func(ctx context.Context, ev events.Event) error
+	cfg      Config
+	classify func(error) Action
+	log      *slog.Logger
+
+	running atomic.Bool
+	c       struct {
+		received, handled, duplicates, retried, deadLettered atomic.Uint64
+		dropped, released, settleErrors, receiveErrors       atomic.Uint64
+	}
+}
+
+// Counters counts what a consumer did since it was created, across runs.
+// Handled, Duplicates, Dropped, Retried and Released count decisions, made
+// once per attempt; when the settle call that carries a decision fails, it
+// is counted in SettleErrors too, and the broker redelivers the message.
+type Counters struct {
+	// Received counts messages received from the Source.
+	Received uint64
+	// Handled counts attempts whose handler returned nil (the message is
+	// then acknowledged).
+	Handled uint64
+	// Duplicates counts messages the inbox had already recorded,
+	// acknowledged without calling the handler.
+	Duplicates uint64
+	// Retried counts failed attempts followed by another one, in place or
+	// through the broker.
+	Retried uint64
+	// DeadLettered counts messages moved to the dead-letter destination.
+	DeadLettered uint64
+	// Dropped counts messages acknowledged after a failure classified
+	// [Drop].
+	Dropped uint64
+	// Released counts messages given back unfinished when Run stopped.
+	Released uint64
+	// SettleErrors counts Ack, Retry and DeadLetter calls that failed.
+	SettleErrors uint64
+	// ReceiveErrors counts Receive calls that failed, and messages returned
+	// without a Settler.
+	ReceiveErrors uint64
+}
+
+// NewConsumer returns a consumer of the messages sub delivers: each is
+// decoded with dec and handed to handle, typically an EventMediator's Send
+// method value. It reports every problem with its arguments at once, each
+// matching [ErrInvalidConfig]. A zero Logger or Classify takes its default.
+func NewConsumer(sub Subscriber, dec *wire.Decoder, handle func(ctx context.Context, ev events.Event) error, cfg Config) (*Consumer, error) {
+	var errs []error
+	if registry.IsNil(sub) {
+		errs = append(errs, fmt.Errorf("%w: nil Subscriber", ErrInvalidConfig))
+	}
+	if dec == nil {
+		errs = append(errs, fmt.Errorf("%w: nil Decoder", ErrInvalidConfig))
+	}
+	if handle == nil {
+		errs = append(errs, fmt.Errorf("%w: nil handler", ErrInvalidConfig))
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	classify := cfg.Classify
+	if classify == nil {
+		classify = DefaultClassify
+	}
+	logger := cfg.Logger
+	if cfg.Name != "" {
+		logger = logger.With("consumer", cfg.Name)
+	}
+	return &Consumer{sub: sub, dec: dec, handle: handle, cfg: cfg, classify: classify, log: logger}, nil
+}
+
+// Name returns the consumer's name, [Config.Name].
+func (c *Consumer) Name() string { return c.cfg.Name }
+
+// Counters returns the consumer's counters.
+func (c *Consumer) Counters() Counters {
+	return Counters{
+		Received:      c.c.received.Load(),
+		Handled:       c.c.handled.Load(),
+		Duplicates:    c.c.duplicates.Load(),
+		Retried:       c.c.retried.Load(),
+		DeadLettered:  c.c.deadLettered.Load(),
+		Dropped:       c.c.dropped.Load(),
+		Released:      c.c.released.Load(),
+		SettleErrors:  c.c.settleErrors.Load(),
+		ReceiveErrors: c.c.receiveErrors.Load(),
+	}
+}
+
+// Run subscribes, then receives and handles messages until ctx is done,
+// and returns nil; or returns the error of Subscribe, or a Source error
+// matching [ErrClosed] or outbox.ErrPermanent, after stopping as below. It
+// returns [ErrRunning] at once if the consumer is already running; it may
+// be run again after it returned (a restart: it subscribes again).
+//
+// Stopping: Run stops receiving; messages received but not started (queued
+// behind their key, waiting for a slot, or waiting for a retry in place)
+// are released (Retry with no delay, no attempt counted); handlers already
+// running go on, with a context that is not cancelled, for up to
+// [Config.DrainTimeout], and are then cancelled. A handler that returns nil
+// is acknowledged; one cancelled or failing is released or retried as
+// usual. Every settle call is bounded by [Config.SettleTimeout]. Run then
+// closes the Source (which releases what it prefetched) and returns. Every
+// goroutine Run started has ended when it returns; Run waits for running
+// handlers, so a handler that ignores its context delays it.
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+
+	var src Source
+	err := safe(func() (err error) {
+		src, err = c.sub.Subscribe(ctx)
+		return err
+	})
+	if err == nil && registry.IsNil(src) {
+		err = errors.New("Subscribe returned a nil Source")
+	}
+	if err != nil {
+		return fmt.Errorf("brokers: consumer %q: subscribe: %w", c.cfg.Name, err)
+	}
+
+	// stop is done once ctx is, or when the Source fails for good: from
+	// then on no handler starts.
+	stop, stopNow := context.WithCancel(ctx)
+	defer stopNow()
+	base := context.WithoutCancel(ctx)
+	work, stopWork := context.WithCancel(base)
+	r := &run{
+		c:        c,
+		src:      src,
+		log:      c.log,
+		base:     base,
+		work:     work,
+		stopWork: stopWork,
+		stopping: stop.Done(),
+		inflight: make(chan struct{}, c.cfg.inFlight()),
+		slots:    make(chan struct{}, c.cfg.MaxConcurrency),
+		lanes:    make(map[string][]Message),
+	}
+	r.log.InfoContext(ctx, "consumer started", "max_concurrency", c.cfg.MaxConcurrency,
+		"max_in_flight", c.cfg.inFlight(), "ordered", !c.cfg.Unordered, "inbox", c.cfg.Inbox != nil)
+
+	runErr := r.receive(stop)
+	stopNow()
+	r.drain()
+
+	closeCtx, cancel := r.settleCtx()
+	defer cancel()
+	if err := safe(func() error { return src.Close(closeCtx) }); err != nil {
+		r.log.WarnContext(base, "closing the source failed", "error", err)
+	}
+	if runErr != nil {
+		r.log.ErrorContext(base, "consumer stopped", "error", runErr)
+		return fmt.Errorf("brokers: consumer %q: receive: %w", c.cfg.Name, runErr)
+	}
+	r.log.InfoContext(base, "consumer stopped")
+	return nil
+}
+
+// run is the state of one Run.
+type run struct {
+	c   *Consumer
+	src Source
+	log *slog.Logger
+
+	// base carries Run's context values without its cancellation: settles
+	// and logs use it.
+	base context.Context
+	// work is the context of handlers: base, cancelled DrainTimeout after
+	// stopping begins.
+	work     context.Context
+	stopWork context.CancelFunc
+	// stopping is closed when Run stops: when its context is done, or the
+	// Source failed for good. No handler starts after it is closed.
+	stopping <-chan struct{}
+
+	// inflight holds a token per message received and not yet settled;
+	// slots a token per message being handled.
+	inflight chan struct{}
+	slots    chan struct{}
+
+	mu sync.Mutex
+	// lanes holds, for each ordering key with a message in progress, the
+	// messages queued behind it, in the order received.
+	lanes map[string][]Message
+	wg    sync.WaitGroup
+}
+
+// receive receives messages and dispatches them until ctx is done (nil) or
+// the Source fails for good (its error).
+func (r *run) receive(ctx context.Context) error {
+	failures := 0
+	for {
+		select {
+		case r.inflight <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		var msg Message
+		err := safe(func() (err error) {
+			msg, err = r.src.Receive(ctx)
+			return err
+		})
+		if err != nil {
+			<-r.inflight
+			select {
+			case <-ctx.Done(): // the error is the context's
+				return nil
+			default:
+			}
+			if errors.Is(err, ErrClosed) || errors.Is(err, outbox.ErrPermanent) {
+				return err
+			}
+			r.c.c.receiveErrors.Add(1)
+			failures++
+			delay := r.c.cfg.Backoff.Delay(failures)
+			r.log.WarnContext(ctx, "receive failed; retrying", "error", err, "failures", failures, "retry_in", delay)
+			if !sleep(ctx.Done(), delay) {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		if msg.Settler == nil {
+			<-r.inflight
+			r.c.c.receiveErrors.Add(1)
+			r.log.ErrorContext(ctx, "the source returned a message without a Settler; it cannot be settled and is left to the broker",
+				"topic", msg.Topic, "key", msg.Key)
+			continue
+		}
+		r.c.c.received.Add(1)
+		r.dispatch(msg)
+	}
+}
+
+// dispatch starts handling msg, or queues it behind the message in progress
+// of its ordering key.
+func (r *run) dispatch(msg Message) {
+	key := msg.OrderKey
+	if r.c.cfg.Unordered || key == "" {
+		r.wg.Go(func() { r.process(msg, false) })
+		return
+	}
+	r.mu.Lock()
+	if q, busy := r.lanes[key]; busy {
+		r.lanes[key] = append(q, msg)
+		r.mu.Unlock()
+		return
+	}
+	r.lanes[key] = nil
+	r.mu.Unlock()
+	r.wg.Go(func() { r.lane(key, msg) })
+}
+
+// lane processes msg, then the messages queued behind it, one at a time.
+func (r *run) lane(key string, msg Message) {
+	for {
+		r.process(msg, true)
+		r.mu.Lock()
+		q := r.lanes[key]
+		if len(q) == 0 {
+			delete(r.lanes, key)
+			r.mu.Unlock()
+			return
+		}
+		msg = q[0]
+		q[0] = Message{}
+		r.lanes[key] = q[1:]
+		r.mu.Unlock()
+	}
+}
+
+// drain waits, once stopping is closed, for every message to be settled,
+// cancelling the handlers' context after the drain timeout.
+func (r *run) drain() {
+	done := make(chan struct{})
+	var timer sync.WaitGroup
+	timer.Go(func() {
+		if !sleep(done, r.c.cfg.DrainTimeout) {
+			return
+		}
+		r.stopWork()
+	})
+	r.wg.Wait()
+	close(done)
+	timer.Wait()
+	r.stopWork()
+}
+
+func (r *run) stopped() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// outcome is the result of one attempt.
+type outcome struct {
+	err       error
+	duplicate bool
+	name      string
+	id        uuid.UUID
+}
+
+func (o outcome) attrs(msg Message, attempt int) []any {
+	a := []any{"topic", msg.Topic, "key", msg.Key, "attempt", attempt}
+	if o.name != "" {
+		a = append(a, "event", o.name)
+	}
+	if o.id != uuid.Nil {
+		a = append(a, "event_id", o.id.String())
+	}
+	if o.err != nil {
+		a = append(a, "error", o.err)
+	}
+	return a
+}
+
+// process handles msg until it is settled: acknowledged, dead-lettered,
+// retried through the broker, or released. inPlace retries it here,
+// holding its ordering key, instead of through the broker.
+func (r *run) process(msg Message, inPlace bool) {
+	defer func() { <-r.inflight }()
+	attempt := max(msg.Attempt, 1)
+	if attempt > r.c.cfg.MaxDeliveries && !r.stopped() {
+		// Earlier deliveries ended without a failure being recorded: the
+		// message may crash the process. Do not hand it out again.
+		o := outcome{err: fmt.Errorf("brokers: delivered %d times, more than MaxDeliveries (%d), without a recorded outcome: "+
+			"an earlier delivery may have crashed the consumer", attempt, r.c.cfg.MaxDeliveries)}
+		if env, err := wire.FromHeaders(msg.Headers); err == nil {
+			o.name, o.id = env.Name, env.ID
+		}
+		r.deadLetter(msg, o, attempt, ReasonExhausted, inPlace)
+		return
+	}
+	for {
+		if r.stopped() {
+			r.release(msg, attempt)
+			return
+		}
+		select {
+		case r.slots <- struct{}{}:
+		case <-r.stopping:
+			r.release(msg, attempt)
+			return
+		}
+		if r.stopped() { // both were ready
+			<-r.slots
+			r.release(msg, attempt)
+			return
+		}
+		o := r.attempt(msg)
+		<-r.slots
+
+		if o.err == nil {
+			if o.duplicate {
+				r.c.c.duplicates.Add(1)
+				r.log.DebugContext(r.base, "duplicate acknowledged", o.attrs(msg, attempt)...)
+			} else {
+				r.c.c.handled.Add(1)
+			}
+			r.ack(msg, o, attempt)
+			return
+		}
+		if r.work.Err() != nil { // cancelled by the drain timeout
+			r.release(msg, attempt)
+			return
+		}
+		switch action := r.classify(o.err); action {
+		case Drop:
+			r.c.c.dropped.Add(1)
+			r.log.WarnContext(r.base, "message dropped", o.attrs(msg, attempt)...)
+			r.ack(msg, o, attempt)
+			return
+		case Reject:
+			r.deadLetter(msg, o, attempt, reasonFor(o.err), inPlace)
+			return
+		default:
+			if attempt >= r.c.cfg.MaxDeliveries {
+				r.deadLetter(msg, o, attempt, ReasonExhausted, inPlace)
+				return
+			}
+			delay := r.c.cfg.Backoff.Delay(attempt)
+			r.c.c.retried.Add(1)
+			r.log.WarnContext(r.base, "handling failed; retrying", append(o.attrs(msg, attempt), "retry_in", delay, "in_place", inPlace)...)
+			if !inPlace {
+				r.retry(msg, o, attempt, delay)
+				return
+			}
+			if !sleep(r.stopping, delay) {
+				r.release(msg, attempt)
+				return
+			}
+			attempt++
+		}
+	}
+}
+
+// attempt decodes msg and calls the handler once.
+func (r *run) attempt(msg Message) (o outcome) {
+	defer func() {
+		if v := recover(); v != nil {
+			o.err = panics.New(v)
+		}
+	}()
+	env, err := wire.FromHeaders(msg.Headers)
+	if err != nil {
+		o.err = fmt.Errorf("%w: %w", ErrUndecodable, err)
+		return o
+	}
+	env.Topic, env.Key, env.Payload = msg.Topic, msg.Key, msg.Body
+	o.name, o.id = env.Name, env.ID
+	ev, err := r.c.dec.Decode(env)
+	if err != nil {
+		o.err = fmt.Errorf("%w: %w", ErrUndecodable, err)
+		return o
+	}
+	if n, ok := ev.(events.NotificationEvent); ok {
+		o.name, o.id = n.EventName(), n.EventID()
+	}
+	ctx := r.work
+	if r.c.cfg.Extract != nil {
+		if ctx = r.c.cfg.Extract(ctx, env.Headers); ctx == nil {
+			o.err = errors.New("brokers: Extract returned a nil context")
+			return o
+		}
+	}
+	// The event's lineage: its correlation continues; the event itself is
+	// the cause of what its handlers emit. An event with no correlation id
+	// (python-cqrs sends none) starts one: its own id.
+	corr := env.CorrelationID
+	if corr == "" {
+		corr = o.id.String()
+	}
+	ctx = events.WithLineage(ctx, events.Lineage{CorrelationID: corr, CausationID: o.id.String()})
+	o.duplicate, o.err = r.handle(ctx, o.id, ev)
+	return o
+}
+
+// handle calls the handler, in a transaction with the inbox record when
+// configured.
+func (r *run) handle(ctx context.Context, id uuid.UUID, ev events.Event) (duplicate bool, err error) {
+	cfg := &r.c.cfg
+	call := func(ctx context.Context) error { return r.c.handle(ctx, ev) }
+	switch {
+	case cfg.Inbox != nil:
+		d := inbox.Deduplicator{Consumer: cfg.Name, Store: cfg.Inbox, Transactor: cfg.Transactor}
+		return d.Process(ctx, id, call)
+	case cfg.Transactor != nil:
+		return false, cfg.Transactor.InTx(ctx, call)
+	default:
+		return false, call(ctx)
+	}
+}
+
+func (r *run) classify(err error) (a Action) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.ErrorContext(r.base, "Classify panicked; retrying", "panic", v)
+			a = Retry
+		}
+	}()
+	return r.c.classify(err)
+}
+
+// reasonFor returns the reason a message rejected with err is
+// dead-lettered for.
+func reasonFor(err error) Reason {
+	switch {
+	case errors.Is(err, ErrUndecodable):
+		return ReasonUndecodable
+	case errors.Is(err, engine.ErrHandlerNotFound):
+		return ReasonUnhandled
+	default:
+		return ReasonRejected
+	}
+}
+
+func (r *run) settleCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.base, r.c.cfg.SettleTimeout)
+}
+
+// settle calls one settle method with a bounded context, and counts and
+// logs its failure.
+func (r *run) settle(op string, msg Message, o outcome, attempt int, fn func(ctx context.Context) error) bool {
+	ctx, cancel := r.settleCtx()
+	defer cancel()
+	err := safe(func() error { return fn(ctx) })
+	if err == nil {
+		return true
+	}
+	r.c.c.settleErrors.Add(1)
+	o.err = err
+	r.log.WarnContext(r.base, op+" failed; the broker will deliver the message again", o.attrs(msg, attempt)...)
+	return false
+}
+
+func (r *run) ack(msg Message, o outcome, attempt int) {
+	r.settle("ack", msg, o, attempt, msg.Settler.Ack)
+}
+
+func (r *run) retry(msg Message, o outcome, attempt int, delay time.Duration) {
+	r.settle("retry", msg, o, attempt, func(ctx context.Context) error { return msg.Settler.Retry(ctx, delay) })
+}
+
+// release gives msg back to the broker unfinished, at shutdown.
+func (r *run) release(msg Message, attempt int) {
+	r.c.c.released.Add(1)
+	r.settle("release", msg, outcome{}, attempt, func(ctx context.Context) error { return msg.Settler.Retry(ctx, 0) })
+}
+
+// deadLetter moves msg to the dead-letter destination. If that fails, an
+// ordered message (inPlace) tries again after a backoff, holding its key,
+// until it succeeds or Run stops (it is then released); an unordered one
+// is retried through the broker, and will be dead-lettered on its next
+// delivery. It reports whether the message was dead-lettered.
+func (r *run) deadLetter(msg Message, o outcome, attempt int, reason Reason, inPlace bool) bool {
+	d := DeadLetter{Reason: reason, Err: o.err, Attempts: attempt, Consumer: r.c.cfg.Name, Topic: msg.Topic}
+	for failures := 1; ; failures++ {
+		d.Time = time.Now().UTC()
+		if r.settle("dead-letter", msg, o, attempt, func(ctx context.Context) error { return msg.Settler.DeadLetter(ctx, d) }) {
+			r.c.c.deadLettered.Add(1)
+			r.log.ErrorContext(r.base, "message dead-lettered", append(o.attrs(msg, attempt), "reason", string(reason))...)
+			return true
+		}
+		delay := r.c.cfg.Backoff.Delay(failures)
+		if !inPlace {
+			r.retry(msg, o, attempt, delay)
+			return false
+		}
+		if !sleep(r.stopping, delay) {
+			r.release(msg, attempt)
+			return false
+		}
+	}
+}
+
+// sleep waits for d, or until done is closed; it reports whether d
+// elapsed.
+func sleep(done <-chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		select {
+		case <-done:
+			return false
+		default:
+			return true
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// safe calls fn, turning a panic into a *PanicError.
+func safe(fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = panics.New(v)
+		}
+	}()
+	return fn()
+}
