@@ -29,15 +29,31 @@ import (
 // Either way an event is only ever sent by a relay, after its transaction
 // committed. It is safe for concurrent use.
 type Capture struct {
-	tx  Transactor
-	out Adder
-	enc *wire.Encoder
+	tx    Transactor
+	out   Adder
+	enc   *wire.Encoder
+	stamp []func(ctx context.Context, env *wire.Envelope)
+}
+
+// CaptureOption configures a [Capture].
+type CaptureOption func(*Capture)
+
+// WithStamp adds f, called for every envelope after it is encoded and
+// stamped with its lineage and before it is added, with the context of the
+// handler that emitted the event: for example to put the trace context in
+// its headers (otel.InjectEnvelope in module mediator/otel).
+func WithStamp(f func(ctx context.Context, env *wire.Envelope)) CaptureOption {
+	return func(c *Capture) {
+		if f != nil {
+			c.stamp = append(c.stamp, f)
+		}
+	}
 }
 
 // NewCapture returns a Capture that writes to out in transactions of tx,
 // encoding events with enc (nil: the zero wire.Encoder, JSON without
 // compression). It reports every missing argument at once.
-func NewCapture(tx Transactor, out Adder, enc *wire.Encoder) (*Capture, error) {
+func NewCapture(tx Transactor, out Adder, enc *wire.Encoder, opts ...CaptureOption) (*Capture, error) {
 	var errs []error
 	if registry.IsNil(tx) {
 		errs = append(errs, fmt.Errorf("%w: nil Transactor", ErrInvalidConfig))
@@ -51,7 +67,11 @@ func NewCapture(tx Transactor, out Adder, enc *wire.Encoder) (*Capture, error) {
 	if enc == nil {
 		enc = &wire.Encoder{}
 	}
-	return &Capture{tx: tx, out: out, enc: enc}, nil
+	c := &Capture{tx: tx, out: out, enc: enc}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
 
 // Capture implements mediator.Capturer: see [Capture].
@@ -70,7 +90,7 @@ func (c *Capture) Capture(ctx context.Context, handle func(ctx context.Context) 
 				rest = append(rest, ev) // the mediator reports a nil event
 				continue
 			}
-			env, err := c.encode(ne, lin)
+			env, err := c.encode(ctx, ne, lin)
 			if err != nil {
 				return err
 			}
@@ -95,7 +115,7 @@ func (c *Capture) Publish(ctx context.Context, ev events.NotificationEvent) erro
 		return fmt.Errorf("%w: nil notification event", ErrInvalidEnvelope)
 	}
 	lin, _ := events.LineageFrom(ctx)
-	env, err := c.encode(ev, lin)
+	env, err := c.encode(ctx, ev, lin)
 	if err != nil {
 		return err
 	}
@@ -104,7 +124,7 @@ func (c *Capture) Publish(ctx context.Context, ev events.NotificationEvent) erro
 
 // encode encodes ev and stamps it with lin; an event without a lineage is
 // the first of its correlation and its own cause.
-func (c *Capture) encode(ev events.NotificationEvent, lin events.Lineage) (wire.Envelope, error) {
+func (c *Capture) encode(ctx context.Context, ev events.NotificationEvent, lin events.Lineage) (wire.Envelope, error) {
 	env, err := c.enc.Encode(ev)
 	if err != nil {
 		return wire.Envelope{}, err
@@ -115,6 +135,9 @@ func (c *Capture) encode(ev events.NotificationEvent, lin events.Lineage) (wire.
 	}
 	if env.CausationID == "" {
 		env.CausationID = env.CorrelationID
+	}
+	for _, f := range c.stamp {
+		f(ctx, &env)
 	}
 	return env, nil
 }
