@@ -1,0 +1,123 @@
+// Package sqlite stores the transactional outbox ([outbox.Store]) and the
+// inbox ([inbox.Store]) of package events/outbox and events/inbox in a
+// SQLite database, through database/sql and the pure-Go driver
+// modernc.org/sqlite (no cgo). It passes the conformance kits outboxtest and
+// inboxtest.
+//
+// # Setup
+//
+//	db, err := sqlite.Open(ctx, "app.db", sqlite.Options{}) // WAL, BEGIN IMMEDIATE, busy timeout
+//	store, err := sqlite.NewStore(db, sqlite.StoreOptions{}) // table cqrs_outbox
+//	inbox, err := sqlite.NewInbox(db, sqlite.InboxOptions{}) // table cqrs_inbox
+//	err = store.EnsureSchema(ctx)                            // or run SchemaFS with your migration tool
+//
+// [Open] opens the file with the settings of [DSN]; [New] wraps a pool the
+// application opened itself with them. [Store.EnsureSchema] and
+// [Inbox.EnsureSchema] create the tables and indexes with CREATE … IF NOT
+// EXISTS inside one BEGIN IMMEDIATE transaction: processes that start at
+// once on a new file take the write lock one after the other, and all but
+// the first find the tables there. [SchemaFS] holds the same DDL for a
+// migration tool, [OutboxSchema] and [InboxSchema] for other table names.
+//
+// # Transactions
+//
+// [DB.InTx] is the [outbox.Transactor]: it begins a read-write transaction
+// (BEGIN IMMEDIATE), carries it in the context, and commits it when the
+// function returns nil; an error, a panic or a context done when the
+// function returns roll it back. An InTx inside another of the same DB
+// joins it. The application's repositories write with the same *sql.Tx,
+// from [DB.Tx] (or outbox.TxFromContext[*sql.Tx]); [Store.Add] and
+// [Inbox.Record] write in it too. A transaction the application began
+// itself can be handed to the stores with [DB.WithTx].
+//
+//	err := db.InTx(ctx, func(ctx context.Context) error {
+//		tx, _ := db.Tx(ctx)
+//		if _, err := tx.ExecContext(ctx, `UPDATE orders SET state = 'paid' WHERE id = ?`, id); err != nil {
+//			return err
+//		}
+//		return store.Add(ctx, env) // same transaction
+//	})
+//
+// SQLite has one writer at a time, and a transaction begun by InTx holds
+// the write lock from BEGIN to COMMIT. Other writers wait: those of this
+// process in a queue of the DB (they start as soon as the lock is free),
+// those of other processes through SQLite's busy timeout
+// ([Options.BusyTimeout], 10s by default), after which they fail
+// ([ErrBusy] in process, SQLITE_BUSY across processes). Keep transactions
+// short. The store methods that write in a transaction of their own
+// (Claim, MarkSent, MarkFailed, Release, Requeue, RequeueAllDead,
+// DeleteDead, DeleteSent, Purge, EnsureSchema) return [ErrInTx] if their
+// context carries an open transaction of the same DB, rather than wait for
+// it. Reads (Get, Stats, ListDead, Seen) never wait for writers (WAL) and
+// see committed rows only, whatever the context carries.
+//
+// # What is atomic
+//
+//   - Add's rows, the inbox records and the application's writes made in
+//     one transaction commit together, or not at all: the rows exist for
+//     Claim, Get and Stats only once the transaction commits.
+//   - Each Claimer and Admin method is one transaction: it applies to all
+//     the rows it reports or to none.
+//   - Claim is one UPDATE … RETURNING under the write lock, so no other
+//     claim, in any process, runs between its key check and its lease: a
+//     row is never leased to two owners at once, and the rows of a key are
+//     leased to one owner at a time, in Seq order. A row is claimable when
+//     it is due and no earlier unsent row of its key is not: waiting for a
+//     retry, leased, or dead.
+//   - Seq is the table's INTEGER PRIMARY KEY AUTOINCREMENT, assigned while
+//     the inserting transaction holds the write lock: it is exactly the
+//     commit order, and never reused, even after every row was deleted.
+//
+// # Several processes on one file
+//
+// Any number of processes (application instances, relays) may open one
+// database file, on one host: SQLite's WAL mode needs shared memory, so the
+// file must not be on a network file system. Their writes take turns; their
+// reads run alongside. Relays in different processes need distinct owners
+// (the relay's default is unique).
+//
+// [Store.Watch] is an in-process [outbox.Notifier]: it wakes the relays of
+// this process right after a commit (by InTx) that added rows, and after
+// Release, Requeue, RequeueAllDead and DeleteDead. Commits of other
+// processes, and of transactions given to WithTx, are not signalled: the
+// relays find those rows at their next poll ([outbox.RelayConfig]
+// PollInterval).
+//
+// # Durability
+//
+// With the default synchronous=FULL, a transaction that committed survives
+// a crash of the process and a loss of power. [Options.Synchronous]
+// "NORMAL" makes commits cheaper: they still survive a crash of the
+// process, but the last ones may be lost with the power. A process killed
+// in the middle of a transaction leaves nothing of it: SQLite rolls it back
+// when the file is next opened. A relay killed between its send and its
+// marks leaves its rows leased to it; another relay claims them once the
+// lease expires and sends them again (at least once; see the crash test of
+// this package). An inbox in the consumer's transaction drops those
+// duplicates.
+//
+// # Schema and encodings
+//
+// The tables are STRICT (SQLite 3.37 or later; the driver bundles a recent
+// SQLite). Event IDs are canonical UUID text. Times read from the store's
+// clock (AddedAt, NextAttemptAt, LeaseUntil, SentAt, inbox records) are
+// INTEGER microseconds since the Unix epoch, so rows return them truncated
+// to the microsecond. The envelope is kept exactly: its Timestamp as RFC
+// 3339 text with nanoseconds (it must be zero or within the years 0 to
+// 9999), its headers as a JSON object (a nil map stays nil, an empty one
+// empty; invalid UTF-8 in a header becomes U+FFFD, as encoding/json
+// writes it), its payload as a BLOB. Table names are validated
+// identifiers; indexes are named after their table. The files of [SchemaFS]
+// document every column.
+//
+// # Not supported, not guaranteed
+//
+//   - In-memory databases: every connection of a pool would open its own.
+//     Use a file (in a temporary directory for tests).
+//   - Wake-ups across processes: they poll.
+//   - Exactly-once delivery, and everything else package outbox does not
+//     promise.
+//   - Sharing one pool between two DB values: the write queue is the DB's;
+//     create one DB per pool, and give [New] a pool of at least two
+//     connections if it is read during transactions.
+package sqlite
