@@ -48,7 +48,8 @@ type Row struct {
 	Envelope wire.Envelope
 	// Seq is the row's position in commit order: positive, unique, and
 	// increasing in the order rows were committed (within one transaction,
-	// in the order they were added). Per-key order is Seq order.
+	// in the order they were added). Per-key order is Seq order. A store
+	// never gives a Seq to two rows, even after retention deleted one.
 	Seq int64
 	// State is pending, sent or dead.
 	State State
@@ -57,7 +58,9 @@ type Row struct {
 	Attempts int
 	// LastError is the error of the last failed send, or "".
 	LastError string
-	// AddedAt is the store's clock reading when the row was added.
+	// AddedAt is the store's clock reading when the row was added. Stores
+	// may truncate times to their precision (microseconds for the SQL
+	// stores).
 	AddedAt time.Time
 	// NextAttemptAt is the earliest time the row may be claimed again.
 	NextAttemptAt time.Time
