@@ -9,6 +9,7 @@ import (
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/internal/registry"
 	"github.com/gocqrs/cqrs/mediator"
+	"github.com/gocqrs/cqrs/mediator/saga"
 	"github.com/gocqrs/cqrs/requests"
 )
 
@@ -309,6 +310,20 @@ func Bootstrap(c di.Container, opts ...Option) (*mediator.RequestMediator, error
 		return nil, err
 	}
 	return mediator.New(c, reqs, evs, s.cfg)
+}
+
+// Sagas builds the saga orchestrator of m: opts with Mediator set to m (and
+// so its events dispatched by m.Dispatch), and the saga definitions,
+// validated with every problem reported at once. The application sets
+// opts.Store (and opts.Transactor, to commit each step with its checkpoint),
+// and runs saga.NewRecoverer(o, interval).Run(ctx) to finish sagas that a
+// dead process left behind.
+func Sagas(m *mediator.RequestMediator, opts saga.Options, defs ...saga.AnyDefinition) (*saga.Orchestrator, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: Sagas: nil mediator", ErrInvalidOption)
+	}
+	opts.Mediator = m
+	return saga.New(opts, defs...)
 }
 
 // Events builds an EventMediator for consuming events received from outside

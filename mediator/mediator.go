@@ -155,6 +155,25 @@ func (m *RequestMediator) Events() *EventMediator {
 	return &m.events
 }
 
+// Dispatch dispatches evs and their follow-ups exactly as the events a
+// request handler returned are dispatched by Send: with the same engine,
+// settings, Publisher (the outbox, with Config.Capture) and error semantics.
+// It returns nil or a *DispatchError, or ErrNilMediator / ErrNilContext /
+// ctx's error. Code that produces events outside a request handler, such as
+// a saga step or a scheduled job, uses it.
+func (m *RequestMediator) Dispatch(ctx context.Context, evs ...events.Event) error {
+	if m == nil || m.engine == nil {
+		return ErrNilMediator
+	}
+	if ctx == nil {
+		return ErrNilContext
+	}
+	if err := engine.CtxErr(ctx); err != nil {
+		return err
+	}
+	return m.engine.Dispatch(ctx, evs)
+}
+
 // Send sends req to the handler bound to its type and returns the handler's
 // response, typed: the response type comes from the request's
 // requests.Returns marker.
