@@ -49,7 +49,9 @@ func TestSagaSpansNestStepsUnderTheDrive(t *testing.T) {
 	drive := byName["cqrs.saga trip"]
 	require.Len(t, drive, 1)
 	assert.Equal(t, codes.Error, drive[0].Status().Code)
-	steps := append(byName["cqrs.saga.step trip/flight"], byName["cqrs.saga.step trip/hotel"]...)
+	var steps []sdktrace.ReadOnlySpan
+	steps = append(steps, byName["cqrs.saga.step trip/flight"]...)
+	steps = append(steps, byName["cqrs.saga.step trip/hotel"]...)
 	require.Len(t, steps, 3, "flight, hotel, flight's compensation")
 	for _, s := range steps {
 		assert.Equal(t, drive[0].SpanContext().SpanID(), s.Parent().SpanID())
