@@ -80,7 +80,11 @@
 // owner whose rows were taken over is refused with a *[LeaseError] (matching
 // [ErrLeaseLost]) and changes nothing. A mark by an owner whose lease
 // expired but that nobody claimed since is accepted. Owners running at the
-// same time must have distinct names.
+// same time must have distinct names. Leases compare the clocks of the
+// processes that claim (SQL stores never use the database server's clock):
+// relays on several hosts need their clocks in sync to well within the
+// lease; a host whose clock runs ahead takes rows over early, which can
+// only cause duplicates, never a loss.
 //
 // # The relay
 //

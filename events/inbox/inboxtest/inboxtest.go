@@ -5,9 +5,11 @@
 //	func TestInboxConformance(t *testing.T) {
 //		inboxtest.Run(t, func(t *testing.T, clock outbox.Clock) (inbox.Store, outbox.Transactor) {
 //			t.Helper()
-//			db := openTestDatabase(t) // a fresh database, schema or table
-//			s := postgres.NewInbox(db, postgres.Options{Clock: clock})
-//			return s, postgres.NewTransactor(db)
+//			db := openTestDatabase(t) // a *postgres.DB on a fresh schema
+//			s, err := postgres.NewInbox(db, postgres.InboxOptions{Clock: clock})
+//			require.NoError(t, err)
+//			require.NoError(t, s.EnsureSchema(t.Context()))
+//			return s, db
 //		})
 //	}
 //

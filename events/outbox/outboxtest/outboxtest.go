@@ -8,9 +8,11 @@
 //	func TestConformance(t *testing.T) {
 //		outboxtest.Run(t, func(t *testing.T, clock outbox.Clock) (outbox.Store, outbox.Transactor) {
 //			t.Helper()
-//			db := openTestDatabase(t) // a fresh database, schema or table
-//			s := postgres.New(db, postgres.Options{Clock: clock})
-//			return s, s
+//			db := openTestDatabase(t) // a *postgres.DB on a fresh schema
+//			s, err := postgres.NewStore(db, postgres.StoreOptions{Clock: clock})
+//			require.NoError(t, err)
+//			require.NoError(t, s.EnsureSchema(t.Context()))
+//			return s, db
 //		})
 //	}
 //
