@@ -20,7 +20,7 @@ func TestSchemaFS(t *testing.T) {
 	t.Parallel()
 	names, err := fs.Glob(postgres.SchemaFS(), "schema/*.sql")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"schema/inbox.sql", "schema/outbox.sql"}, names)
+	assert.Equal(t, []string{"schema/inbox.sql", "schema/outbox.sql", "schema/saga.sql"}, names)
 
 	for file, render := range map[string]func(string) (string, error){
 		"schema/outbox.sql": postgres.OutboxSchema,

@@ -1,23 +1,25 @@
 // Package sqlite stores the transactional outbox ([outbox.Store]) and the
-// inbox ([inbox.Store]) of package events/outbox and events/inbox in a
-// SQLite database, through database/sql and the pure-Go driver
-// modernc.org/sqlite (no cgo). It passes the conformance kits outboxtest and
-// inboxtest.
+// inbox ([inbox.Store]) of package events/outbox and events/inbox, and the
+// sagas of package mediator/saga ([saga.Store]), in a SQLite database,
+// through database/sql and the pure-Go driver modernc.org/sqlite (no cgo).
+// It passes the conformance kits outboxtest, inboxtest and sagatest.
 //
 // # Setup
 //
-//	db, err := sqlite.Open(ctx, "app.db", sqlite.Options{}) // WAL, BEGIN IMMEDIATE, busy timeout
-//	store, err := sqlite.NewStore(db, sqlite.StoreOptions{}) // table cqrs_outbox
-//	inbox, err := sqlite.NewInbox(db, sqlite.InboxOptions{}) // table cqrs_inbox
-//	err = store.EnsureSchema(ctx)                            // or run SchemaFS with your migration tool
+//	db, err := sqlite.Open(ctx, "app.db", sqlite.Options{})          // WAL, BEGIN IMMEDIATE, busy timeout
+//	store, err := sqlite.NewStore(db, sqlite.StoreOptions{})         // table cqrs_outbox
+//	inbox, err := sqlite.NewInbox(db, sqlite.InboxOptions{})         // table cqrs_inbox
+//	sagas, err := sqlite.NewSagaStore(db, sqlite.SagaStoreOptions{}) // tables cqrs_sagas, cqrs_saga_log
+//	err = store.EnsureSchema(ctx)                                    // or run SchemaFS with your migration tool
 //
 // [Open] opens the file with the settings of [DSN]; [New] wraps a pool the
-// application opened itself with them. [Store.EnsureSchema] and
-// [Inbox.EnsureSchema] create the tables and indexes with CREATE … IF NOT
-// EXISTS inside one BEGIN IMMEDIATE transaction: processes that start at
-// once on a new file take the write lock one after the other, and all but
-// the first find the tables there. [SchemaFS] holds the same DDL for a
-// migration tool, [OutboxSchema] and [InboxSchema] for other table names.
+// application opened itself with them. [Store.EnsureSchema],
+// [Inbox.EnsureSchema] and [SagaStore.EnsureSchema] create the tables and
+// indexes with CREATE … IF NOT EXISTS inside one BEGIN IMMEDIATE
+// transaction: processes that start at once on a new file take the write
+// lock one after the other, and all but the first find the tables there.
+// [SchemaFS] holds the same DDL for a migration tool, [OutboxSchema],
+// [InboxSchema] and [SagaSchema] for other table names.
 //
 // # Transactions
 //
@@ -46,10 +48,11 @@
 // ([ErrBusy] in process, SQLITE_BUSY across processes). Keep transactions
 // short. The store methods that write in a transaction of their own
 // (Claim, MarkSent, MarkFailed, Release, Requeue, RequeueAllDead,
-// DeleteDead, DeleteSent, Purge, EnsureSchema) return [ErrInTx] if their
-// context carries an open transaction of the same DB, rather than wait for
-// it. Reads (Get, Stats, ListDead, Seen) never wait for writers (WAL) and
-// see committed rows only, whatever the context carries.
+// DeleteDead, DeleteSent, Purge, EnsureSchema, and the saga store's Claim,
+// Renew and Purge) return [ErrInTx] if their context carries an open
+// transaction of the same DB, rather than wait for it. Reads (Get, Stats,
+// ListDead, Seen, and the saga store's Load, Log and List) never wait for
+// writers (WAL) and see committed rows only, whatever the context carries.
 //
 // # What is atomic
 //
@@ -67,6 +70,49 @@
 //   - Seq is the table's INTEGER PRIMARY KEY AUTOINCREMENT, assigned while
 //     the inserting transaction holds the write lock: it is exactly the
 //     commit order, and never reused, even after every row was deleted.
+//
+// # Sagas
+//
+// [SagaStore] is a [saga.Store] in two tables: the sagas, and their step
+// logs. Give the orchestrator the DB (or the store) as its Transactor, and
+// each step's action runs in a transaction of the DB with its checkpoint:
+// the step's writes (with [DB.Tx]), the events a [Store] of the same DB
+// adds and the checkpoint commit together, or not at all.
+//
+//	sagas, err := sqlite.NewSagaStore(db, sqlite.SagaStoreOptions{})
+//	o, err := saga.New(saga.Options{Store: sagas, Transactor: db, Mediator: m}, PlaceOrder)
+//
+// What the store does, as the contract describes it (package saga):
+//
+//   - Create is one INSERT … ON CONFLICT DO NOTHING; Save one UPDATE …
+//     WHERE id = ? AND version = ? and one INSERT per log entry (SQLite has
+//     no data-modifying CTE; both run on the transaction's connection, in
+//     process). A checkpoint that keeps the saga's status leaves the status
+//     out of its UPDATE, so that it writes the saga's row and its log entry
+//     and no index page. In the caller's transaction, a savepoint makes
+//     the UPDATE and the INSERTs one write: a failure undoes both and
+//     leaves the transaction usable.
+//   - Claim runs a SELECT of the due sagas, least recently updated first,
+//     then one UPDATE … RETURNING of them, in a write transaction: no
+//     other claim or write, in any process, runs in between. It reads
+//     every active saga (an index holds them), so it costs about as much
+//     as there are sagas in flight, not as the table is long.
+//   - Renew and Purge each run in a write transaction of their own. The
+//     step log is numbered per saga, from 1.
+//
+// A step run in a transaction holds the write lock of the database for as
+// long as it runs: other writers wait for it, the lease renewals of its
+// own driver included (they wait up to [Options.BusyTimeout], then retry).
+// Keep such steps well under the lease. A saga started inside a
+// transaction of the DB ([DB.InTx] around saga.Execute) runs every step in
+// that transaction, and its driver cannot renew its lease ([ErrInTx]):
+// start sagas outside one.
+//
+// Two orchestrators in different processes may recover the sagas of one
+// file at once: each claim is a write transaction, so a saga is claimed by
+// one of them only (the package's tests kill a driving process with
+// SIGKILL mid-step and recover its saga from another, completing it or
+// compensating it, each step's effect applied once).
 //
 // # Several processes on one file
 //

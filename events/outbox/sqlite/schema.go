@@ -19,10 +19,11 @@ const (
 var schemaFiles embed.FS
 
 // SchemaFS returns the DDL of the tables, for a migration tool: the files
-// schema/outbox.sql and schema/inbox.sql, with the default table names
-// ([DefaultOutboxTable], [DefaultInboxTable]).
-// [OutboxSchema] and [InboxSchema] return them for other names. The
-// statements are idempotent (CREATE … IF NOT EXISTS).
+// schema/outbox.sql, schema/inbox.sql and schema/saga.sql, with the default
+// table names ([DefaultOutboxTable], [DefaultInboxTable],
+// [DefaultSagaTable] and [DefaultSagaLogTable]).
+// [OutboxSchema], [InboxSchema] and [SagaSchema] return them for other
+// names. The statements are idempotent (CREATE … IF NOT EXISTS).
 func SchemaFS() embed.FS { return schemaFiles }
 
 // identifier is what a table name may be: an SQL identifier that needs no
