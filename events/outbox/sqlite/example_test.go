@@ -100,5 +100,5 @@ func ExampleSchemaFS() {
 		panic(err)
 	}
 	fmt.Println(files)
-	// Output: [schema/inbox.sql schema/outbox.sql]
+	// Output: [schema/inbox.sql schema/outbox.sql schema/saga.sql]
 }
