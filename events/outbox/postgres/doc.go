@@ -1,8 +1,9 @@
-// Package postgres keeps the transactional outbox (events/outbox) and the
-// inbox (events/inbox) of github.com/gocqrs/cqrs in PostgreSQL (13 or
-// later), on github.com/jackc/pgx/v5: a pgx pool, or database/sql with
-// pgx's driver. Its [Store] passes the outbox conformance kit and its
-// [Inbox] the inbox kit, over both.
+// Package postgres keeps the transactional outbox (events/outbox), the
+// inbox (events/inbox) and the sagas (mediator/saga) of
+// github.com/gocqrs/cqrs in PostgreSQL (13 or later), on
+// github.com/jackc/pgx/v5: a pgx pool, or database/sql with pgx's driver.
+// Its [Store] passes the outbox conformance kit, its [Inbox] the inbox kit
+// and its [SagaStore] the saga kit, over both.
 //
 //	db, err := postgres.New(pool, postgres.Options{}) // or postgres.NewSQL(sqlDB, …)
 //	store, err := postgres.NewStore(db, postgres.StoreOptions{})
@@ -103,19 +104,63 @@
 // COMMITTED (under REPEATABLE READ or SERIALIZABLE such a Record fails
 // with a serialization error instead).
 //
+// # Sagas
+//
+// [SagaStore] implements saga.Store in two tables, the sagas and their
+// step log ([SagaStoreOptions]), and is the outbox.Transactor of its DB:
+//
+//	sagas, err := postgres.NewSagaStore(db, postgres.SagaStoreOptions{})
+//	err = sagas.EnsureSchema(ctx)
+//	o, err := saga.New(saga.Options{Store: sagas, Transactor: sagas, Mediator: m}, PlaceOrder)
+//
+// With the store as the orchestrator's Transactor, each step's action and
+// its checkpoint run in one transaction of [DB.InTx]: what the step writes
+// with [PgxTx] or [SQLTx], the outbox rows its requests add, and the
+// checkpoint commit together or not at all. Create and Save write in
+// whichever transaction the context carries, of either kind, as Add does
+// (give the orchestrator the Transactor of the store's database); without
+// one, each commits on its own. Every other method runs one statement on
+// the pool; Load and Log read what is committed.
+//
+// Every method is one statement, one round trip. Save is an UPDATE of the
+// saga where its version is the checkpoint's, with version + 1, and the
+// INSERT of the log entries fed by the UPDATE's result, in one statement
+// (a data-modifying CTE) that also tells a version conflict
+// (*saga.ConflictError) from a missing saga (saga.ErrNotFound) when
+// nothing was updated. A Save that meets a saga another open transaction
+// has written waits for that transaction and gets the conflict if it
+// commits: two drivers never both move a saga on. [SagaStore.Claim] is an
+// UPDATE of the due sagas (active, lease released or expired), least
+// recently updated first, selected with FOR UPDATE SKIP LOCKED: concurrent
+// recoverers never take the same saga, and a saga an open transaction
+// holds (a step committing its checkpoint) is skipped. Renew extends a
+// lease without changing the version. Purge deletes the sagas that ended
+// well with their logs, in one statement.
+//
+// As for the outbox, time comes only from the store's clock, passed as a
+// parameter; leases compare times of several processes' clocks. The
+// log's Seq is drawn at insert, under the saga's row lock, so a saga's
+// entries are numbered in append order. Text (saga and step names,
+// owners) must be valid UTF-8 without NUL bytes, or the method returns an
+// error matching saga.ErrInvalidArgument; such bytes are replaced in the
+// errors the log keeps.
+//
 // # Schema
 //
-// [SchemaFS] holds the DDL (schema/outbox.sql, schema/inbox.sql) with the
-// default names; [OutboxSchema] and [InboxSchema] render it for other
-// names, which may be schema-qualified and are quoted. [Store.EnsureSchema]
-// and [Inbox.EnsureSchema] run it under a transaction-level advisory lock,
-// so processes starting at once create each table once. Event IDs are
-// native uuid columns, headers jsonb, timestamps timestamptz (kept to the
-// microsecond). Text must be valid UTF-8 without NUL bytes: Add refuses
-// other envelopes with outbox.ErrInvalidEnvelope, and MarkFailed replaces
-// such bytes in the error text it stores. Partial indexes keep the claim
-// on the unsent rows: the pending rows in Seq order, and the unsent rows
-// of each key.
+// [SchemaFS] holds the DDL (schema/outbox.sql, schema/inbox.sql,
+// schema/saga.sql) with the default names; [OutboxSchema], [InboxSchema]
+// and [SagaSchema] render it for other names, which may be
+// schema-qualified and are quoted. [Store.EnsureSchema],
+// [Inbox.EnsureSchema] and [SagaStore.EnsureSchema] run it under a
+// transaction-level advisory lock, so processes starting at once create
+// each table once. Event IDs are native uuid columns, headers jsonb,
+// timestamps timestamptz (kept to the microsecond). Text must be valid
+// UTF-8 without NUL bytes: Add refuses other envelopes with
+// outbox.ErrInvalidEnvelope, and MarkFailed replaces such bytes in the
+// error text it stores. Partial indexes keep the claim on the unsent rows:
+// the pending rows in Seq order, and the unsent rows of each key. On the
+// saga table, partial indexes keep the active sagas in update order (for
+// claims) and the sagas that ended well in update order (for purges).
 //
 // The claim's plan relies on the table's statistics, which autovacuum
 // keeps as rows come and go; a table whose statistics say it is nearly

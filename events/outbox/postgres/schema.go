@@ -23,10 +23,11 @@ const schemaLockKey int64 = 0x676f637172737067
 var schemaFiles embed.FS
 
 // SchemaFS returns the DDL of the tables, for a migration tool: the files
-// schema/outbox.sql and schema/inbox.sql, with the default table names
-// ([DefaultOutboxTable], [DefaultInboxTable]). [OutboxSchema] and
-// [InboxSchema] return them for other names. The statements are idempotent
-// (CREATE … IF NOT EXISTS).
+// schema/outbox.sql, schema/inbox.sql and schema/saga.sql, with the
+// default table names ([DefaultOutboxTable], [DefaultInboxTable],
+// [DefaultSagaTable] and [DefaultSagaLogTable]). [OutboxSchema],
+// [InboxSchema] and [SagaSchema] return them for other names. The
+// statements are idempotent (CREATE … IF NOT EXISTS).
 func SchemaFS() embed.FS { return schemaFiles }
 
 // identifier is what each part of a table or channel name may be: an SQL
