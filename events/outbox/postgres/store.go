@@ -299,10 +299,14 @@ SELECT count(*) FROM r LEFT JOIN n ON true`),
 ), ` + notify("$2") + `
 SELECT count(*) FROM r LEFT JOIN n ON true`),
 
-		deleteSent: q(`DELETE FROM {T} WHERE event_id IN (
+		// The victims are chosen once, in a CTE: under IN, PostgreSQL may
+		// run a locking subquery once per deleted row and delete more than
+		// the limit.
+		deleteSent: q(`WITH victims AS (
 	SELECT event_id FROM {T} WHERE state = 2 AND sent_at < $1
 	ORDER BY sent_at LIMIT $2
-	FOR UPDATE SKIP LOCKED)`),
+	FOR UPDATE SKIP LOCKED)
+DELETE FROM {T} t USING victims v WHERE t.event_id = v.event_id`),
 	}
 }
 
