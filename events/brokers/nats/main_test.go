@@ -1,0 +1,220 @@
+package nats_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/gocqrs/cqrs/events/brokers/nats"
+)
+
+// urlEnv names the environment variable with the URL of the NATS server
+// (JetStream enabled) the tests use.
+const urlEnv = "NATS_URL"
+
+const defaultURL = "nats://127.0.0.1:4222"
+
+func natsURL() string {
+	if u := os.Getenv(urlEnv); u != "" {
+		return u
+	}
+	return defaultURL
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// quiet discards the logs of the code under test.
+var quiet = slog.New(slog.DiscardHandler)
+
+// connect connects to the server of NATS_URL, closed when tb ends, or
+// skips tb if it is unreachable (fails it when CI is set: CI must run
+// these tests).
+func connect(tb testing.TB, opts ...natsgo.Option) *natsgo.Conn {
+	tb.Helper()
+	nc, err := natsgo.Connect(natsURL(), append([]natsgo.Option{natsgo.Timeout(5 * time.Second)}, opts...)...)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		js, jerr := jetstream.New(nc)
+		if jerr == nil {
+			_, jerr = js.AccountInfo(ctx)
+		}
+		if jerr != nil {
+			nc.Close()
+			err = fmt.Errorf("JetStream: %w", jerr)
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("the NATS server at %s=%q is unreachable, and CI is set: %v", urlEnv, natsURL(), err)
+		}
+		tb.Skipf("the NATS server is unreachable (set %s to the URL of a server with JetStream; default %s): %v", urlEnv, defaultURL, err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// unique returns a name no other test uses: prefix and random hex, upper
+// case (stream names) .
+func unique(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToUpper(prefix + "_" + hex.EncodeToString(b[:]))
+}
+
+// topology returns a fresh topology on its own stream, in memory, with
+// the subject "<stream>.events", whose streams are deleted when tb ends.
+func topology(tb testing.TB, nc *natsgo.Conn) nats.Topology {
+	tb.Helper()
+	name := unique(strings.ReplaceAll(tb.Name(), "/", "_")[:min(len(tb.Name()), 20)])
+	name = strings.Map(func(r rune) rune {
+		if r == '.' || r == '*' || r == '>' || r == ' ' || r == '/' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, name)
+	t := nats.Topology{
+		Stream:   name,
+		Consumer: "consumer",
+		Subjects: []string{name + ".events"},
+		Storage:  jetstream.MemoryStorage,
+	}
+	deleteStreams(tb, nc, t.Stream, t.Stream+nats.DeadLetterStreamSuffix, t.Stream+nats.DeadLetterStreamSuffix+nats.DeadLetterStreamSuffix)
+	return t
+}
+
+// deleteStreams deletes the streams when tb ends.
+func deleteStreams(tb testing.TB, nc *natsgo.Conn, names ...string) {
+	tb.Helper()
+	tb.Cleanup(func() {
+		if nc.IsClosed() {
+			return
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, n := range names {
+			_ = js.DeleteStream(ctx, n)
+		}
+	})
+}
+
+// provision provisions t on nc.
+func provision(tb testing.TB, nc *natsgo.Conn, t nats.Topology) {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	require.NoError(tb, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(tb, t.Provision(ctx, js))
+}
+
+// deadLetterReader returns the topology of a consumer reading the
+// dead-letter stream of t from its start.
+func deadLetterReader(t nats.Topology) nats.Topology {
+	return nats.Topology{
+		Stream:   t.Stream + nats.DeadLetterStreamSuffix,
+		Consumer: "reader",
+		Storage:  jetstream.MemoryStorage,
+	}
+}
+
+// newSubscriber returns a provisioning subscriber of t.
+func newSubscriber(tb testing.TB, nc *natsgo.Conn, t nats.Topology, opts nats.SubscriberOptions) *nats.Subscriber {
+	tb.Helper()
+	opts.Topology = t
+	opts.Provision = true
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
+	sub, err := nats.NewSubscriber(nc, opts)
+	require.NoError(tb, err)
+	return sub
+}
+
+func newSender(tb testing.TB, nc *natsgo.Conn, opts nats.SenderOptions) *nats.Sender {
+	tb.Helper()
+	s, err := nats.NewSender(nc, opts)
+	require.NoError(tb, err)
+	return s
+}
+
+// embedded is a NATS server with JetStream run by the test, on a loopback
+// port, storing in a temporary directory: it can be stopped and started
+// again, on the same port, with the same data.
+type embedded struct {
+	tb   testing.TB
+	opts server.Options
+	srv  *server.Server
+}
+
+func startEmbedded(tb testing.TB) *embedded {
+	tb.Helper()
+	e := &embedded{tb: tb, opts: server.Options{
+		Host:      "127.0.0.1",
+		Port:      server.RANDOM_PORT,
+		JetStream: true,
+		StoreDir:  tb.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	}}
+	e.start()
+	addr, ok := e.srv.Addr().(*net.TCPAddr)
+	require.True(tb, ok, "the server listens on TCP")
+	e.opts.Port = addr.Port // the same port after a restart
+	tb.Cleanup(e.stop)
+	return e
+}
+
+// start starts the server and waits until it accepts connections.
+func (e *embedded) start() {
+	e.tb.Helper()
+	srv, err := server.NewServer(&e.opts)
+	require.NoError(e.tb, err)
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		e.tb.Fatal("the embedded NATS server did not start")
+	}
+	e.srv = srv
+}
+
+// stop shuts the server down and waits until it has.
+func (e *embedded) stop() {
+	if e.srv == nil {
+		return
+	}
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	e.srv = nil
+}
+
+// url is the server's client URL.
+func (e *embedded) url() string {
+	return fmt.Sprintf("nats://127.0.0.1:%d", e.opts.Port)
+}
