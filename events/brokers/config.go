@@ -152,7 +152,8 @@ type Config struct {
 	// fails the attempt.
 	Extract func(ctx context.Context, headers map[string]string) context.Context
 	// SettleTimeout bounds each Ack, Retry and DeadLetter call (default
-	// 10s), and Close.
+	// 10s), and Close: each gets a deadline between SettleTimeout and 1.25
+	// times it from its start (calls close in time share one context).
 	SettleTimeout time.Duration
 	// DrainTimeout is how long handlers already running may go on once
 	// Run's context is done (default 10s); their context is then

@@ -177,16 +177,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 		inflight: make(chan struct{}, c.cfg.inFlight()),
 		slots:    make(chan struct{}, c.cfg.MaxConcurrency),
 		lanes:    make(map[string][]Message),
+		tasks:    make(chan Message, c.cfg.inFlight()),
 	}
 	r.log.InfoContext(ctx, "consumer started", "max_concurrency", c.cfg.MaxConcurrency,
 		"max_in_flight", c.cfg.inFlight(), "ordered", !c.cfg.Unordered, "inbox", c.cfg.Inbox != nil)
 
 	runErr := r.receive(stop)
 	stopNow()
+	close(r.tasks)
 	r.drain()
 
-	closeCtx, cancel := r.settleCtx()
-	defer cancel()
+	closeCtx := r.settleCtx()
+	defer r.endSettles()
 	if err := safe(func() error { return src.Close(closeCtx) }); err != nil {
 		r.log.WarnContext(base, "closing the source failed", "error", err)
 	}
@@ -225,6 +227,27 @@ type run struct {
 	// messages queued behind it, in the order received.
 	lanes map[string][]Message
 	wg    sync.WaitGroup
+
+	// tasks carries the messages to start to the workers. Every message
+	// sent on it has a worker set aside for it: an idle one (idle counts
+	// the workers that may be claimed) or one started for it, so a send
+	// never waits for a busy worker to finish. Its capacity is
+	// MaxInFlight, which bounds the messages sent and not yet taken, so a
+	// send never blocks.
+	tasks chan Message
+	idle  atomic.Int64
+
+	// settleDL is the context settle calls use, shared while its deadline
+	// is at least SettleTimeout away (see settleCtx).
+	settleMu sync.Mutex
+	settleDL atomic.Pointer[settleDeadline]
+}
+
+// settleDeadline is a context of settle calls and its deadline.
+type settleDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
 }
 
 // receive receives messages and dispatches them until ctx is done (nil) or
@@ -277,20 +300,44 @@ func (r *run) receive(ctx context.Context) error {
 // dispatch starts handling msg, or queues it behind the message in progress
 // of its ordering key.
 func (r *run) dispatch(msg Message) {
-	key := msg.OrderKey
-	if r.c.cfg.Unordered || key == "" {
-		r.wg.Go(func() { r.process(msg, false) })
-		return
-	}
-	r.mu.Lock()
-	if q, busy := r.lanes[key]; busy {
-		r.lanes[key] = append(q, msg)
+	if key := msg.OrderKey; !r.c.cfg.Unordered && key != "" {
+		r.mu.Lock()
+		if q, busy := r.lanes[key]; busy {
+			r.lanes[key] = append(q, msg)
+			r.mu.Unlock()
+			return
+		}
+		r.lanes[key] = nil
 		r.mu.Unlock()
-		return
 	}
-	r.lanes[key] = nil
-	r.mu.Unlock()
-	r.wg.Go(func() { r.lane(key, msg) })
+	r.tasks <- msg
+	for {
+		n := r.idle.Load()
+		if n == 0 {
+			r.wg.Go(r.worker)
+			return
+		}
+		if r.idle.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
+}
+
+// worker handles the messages it takes from tasks (and, for an ordered
+// one, the messages queued behind it) until tasks is closed. Workers are
+// kept between messages rather than started per message: a goroutine is
+// cheap, but each new one grows its stack again through the decoder and
+// the handler, which cost about as much as the runtime's own work
+// (BenchmarkRuntime).
+func (r *run) worker() {
+	for msg := range r.tasks {
+		if key := msg.OrderKey; !r.c.cfg.Unordered && key != "" {
+			r.lane(key, msg)
+		} else {
+			r.process(msg, false)
+		}
+		r.idle.Add(1)
+	}
 }
 
 // lane processes msg, then the messages queued behind it, one at a time.
@@ -484,16 +531,15 @@ func (r *run) attempt(msg Message) (o outcome) {
 // configured.
 func (r *run) handle(ctx context.Context, id uuid.UUID, ev events.Event) (duplicate bool, err error) {
 	cfg := &r.c.cfg
+	if cfg.Inbox == nil && cfg.Transactor == nil {
+		return false, r.c.handle(ctx, ev)
+	}
 	call := func(ctx context.Context) error { return r.c.handle(ctx, ev) }
-	switch {
-	case cfg.Inbox != nil:
+	if cfg.Inbox != nil {
 		d := inbox.Deduplicator{Consumer: cfg.Name, Store: cfg.Inbox, Transactor: cfg.Transactor}
 		return d.Process(ctx, id, call)
-	case cfg.Transactor != nil:
-		return false, cfg.Transactor.InTx(ctx, call)
-	default:
-		return false, call(ctx)
 	}
+	return false, cfg.Transactor.InTx(ctx, call)
 }
 
 func (r *run) classify(err error) (a Action) {
@@ -519,15 +565,41 @@ func reasonFor(err error) Reason {
 	}
 }
 
-func (r *run) settleCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.base, r.c.cfg.SettleTimeout)
+// settleCtx returns the context of a settle call: Run's values without its
+// cancellation, and a deadline between SettleTimeout and 1.25 times it from
+// now. The context is shared by the calls of a quarter of SettleTimeout,
+// rather than made per call: a context with a deadline costs a timer and
+// four allocations, as much as the rest of the runtime's work per message.
+func (r *run) settleCtx() context.Context {
+	limit := r.c.cfg.SettleTimeout
+	now := time.Now()
+	if d := r.settleDL.Load(); d != nil && d.at.Sub(now) >= limit {
+		return d.ctx
+	}
+	r.settleMu.Lock()
+	defer r.settleMu.Unlock()
+	if d := r.settleDL.Load(); d != nil && d.at.Sub(now) >= limit {
+		return d.ctx
+	}
+	at := now.Add(limit + limit/4)
+	ctx, cancel := context.WithDeadline(r.base, at)
+	// The context replaced may still be in use: it is left to expire.
+	r.settleDL.Store(&settleDeadline{ctx: ctx, cancel: cancel, at: at})
+	return ctx
+}
+
+// endSettles cancels the current settle context, once no settle call is
+// running; those it replaced expire by themselves.
+func (r *run) endSettles() {
+	if d := r.settleDL.Load(); d != nil {
+		d.cancel()
+	}
 }
 
 // settle calls one settle method with a bounded context, and counts and
 // logs its failure.
 func (r *run) settle(op string, msg Message, o outcome, attempt int, fn func(ctx context.Context) error) bool {
-	ctx, cancel := r.settleCtx()
-	defer cancel()
+	ctx := r.settleCtx()
 	err := safe(func() error { return fn(ctx) })
 	if err == nil {
 		return true

@@ -97,7 +97,9 @@
 //     key that keeps failing can so hold the consumer's whole budget until
 //     its messages are dead-lettered: size MaxDeliveries and Backoff for
 //     it, or use Unordered.
-//   - Run starts one goroutine per message in flight, at most MaxInFlight,
+//   - Run's goroutines are workers, kept from one message to the next:
+//     one per message being handled or waiting (for a slot, a retry in
+//     place, or the message ahead of it on its key), at most MaxInFlight,
 //     plus one while stopping.
 //
 // # When calls return, and cancellation
@@ -123,7 +125,9 @@
 //
 // Every Ack, Retry and DeadLetter call, and Close, is bounded by
 // [Config.SettleTimeout], with a context that keeps ctx's values but not
-// its cancellation. A settle that fails (a lost connection) is logged and
+// its cancellation. The calls of a quarter of SettleTimeout share one
+// context, so a call's deadline lies between SettleTimeout and 1.25 times
+// it from its start. A settle that fails (a lost connection) is logged and
 // counted ([Counters].SettleErrors); the broker delivers the message again.
 // Run returns [ErrRunning] if the consumer is already running; it may run
 // again once it returned (a restart).

@@ -120,6 +120,14 @@ func (JSON) Unmarshal(body []byte) (Meta, []byte, error) {
 // payload, a non-nil pointer (left untouched if the payload is absent or
 // null). Its errors match ErrMalformed.
 func unmarshalJSON(body []byte, payload any) (Meta, error) {
+	if m, ok := fastJSON(body, payload); ok {
+		return m, nil
+	}
+	return fullJSON(body, payload)
+}
+
+// fullJSON is unmarshalJSON without the fast path.
+func fullJSON(body []byte, payload any) (Meta, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Meta{}, fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
