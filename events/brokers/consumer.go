@@ -518,11 +518,12 @@ func (r *run) attempt(msg Message) (o outcome) {
 	// The event's lineage: its correlation continues; the event itself is
 	// the cause of what its handlers emit. An event with no correlation id
 	// (python-cqrs sends none) starts one: its own id.
+	cause := o.id.String()
 	corr := env.CorrelationID
 	if corr == "" {
-		corr = o.id.String()
+		corr = cause
 	}
-	ctx = events.WithLineage(ctx, events.Lineage{CorrelationID: corr, CausationID: o.id.String()})
+	ctx = events.WithLineage(ctx, events.Lineage{CorrelationID: corr, CausationID: cause})
 	o.duplicate, o.err = r.handle(ctx, o.id, ev)
 	return o
 }

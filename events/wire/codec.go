@@ -105,7 +105,7 @@ func (JSON) Marshal(m Meta, payload any) ([]byte, error) {
 // Unmarshal parses a python-cqrs body. Its errors match [ErrMalformed].
 func (JSON) Unmarshal(body []byte) (Meta, []byte, error) {
 	var raw json.RawMessage
-	m, err := unmarshalJSON(body, &raw)
+	m, err := unmarshalJSON(body, &raw, Meta{})
 	if err != nil {
 		return Meta{}, nil, err
 	}
@@ -118,9 +118,10 @@ func (JSON) Unmarshal(body []byte) (Meta, []byte, error) {
 
 // unmarshalJSON parses a python-cqrs body, decoding its payload into
 // payload, a non-nil pointer (left untouched if the payload is absent or
-// null). Its errors match ErrMalformed.
-func unmarshalJSON(body []byte, payload any) (Meta, error) {
-	if m, ok := fastJSON(body, payload); ok {
+// null). Its errors match ErrMalformed. hint's Name and Topic, when the
+// body has the same, are returned rather than copies.
+func unmarshalJSON(body []byte, payload any, hint Meta) (Meta, error) {
+	if m, ok := fastJSON(body, payload, hint); ok {
 		return m, nil
 	}
 	return fullJSON(body, payload)

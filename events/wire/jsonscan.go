@@ -98,8 +98,9 @@ func scanJSON(body []byte) (s scannedBody, ok bool) {
 // fastJSON decodes body on the fast path into payload (a non-nil pointer)
 // and returns its metadata, or reports false: the body is then to be
 // decoded in full. payload may have been written to when it reports false,
-// in which case the full decoder fails on the same payload too.
-func fastJSON(body []byte, payload any) (Meta, bool) {
+// in which case the full decoder fails on the same payload too. A Name or
+// Topic equal to hint's is hint's string, not a copy.
+func fastJSON(body []byte, payload any, hint Meta) (Meta, bool) {
 	s, ok := scanJSON(body)
 	if !ok {
 		return Meta{}, false
@@ -119,11 +120,19 @@ func fastJSON(body []byte, payload any) (Meta, bool) {
 		}
 		m.Timestamp = ts
 	}
-	m.Name, m.Topic = string(s.meta[memberName]), string(s.meta[memberTopic])
+	m.Name, m.Topic = reuse(s.meta[memberName], hint.Name), reuse(s.meta[memberTopic], hint.Topic)
 	if s.payload != nil && json.Unmarshal(s.payload, payload) != nil {
 		return Meta{}, false
 	}
 	return m, true
+}
+
+// reuse returns b as a string: known, when equal, rather than a copy.
+func reuse(b []byte, known string) string {
+	if string(b) == known {
+		return known
+	}
+	return string(b)
 }
 
 func memberOf(key []byte) (jsonMember, bool) {

@@ -35,7 +35,7 @@ func FuzzJSONFastPath(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var fastPayload any
-		fm, ok := fastJSON(body, &fastPayload)
+		fm, ok := fastJSON(body, &fastPayload, Meta{Name: "x", Topic: "orders"})
 		if !ok {
 			return
 		}
@@ -51,7 +51,7 @@ func FuzzJSONFastPath(f *testing.F) {
 			t.Fatalf("payload of %q: fast %#v, full %#v", body, fastPayload, fullPayload)
 		}
 		var raw json.RawMessage
-		if _, ok := fastJSON(body, &raw); !ok {
+		if _, ok := fastJSON(body, &raw, Meta{}); !ok {
 			t.Fatalf("the fast path read %q into any, not into a RawMessage", body)
 		}
 	})
@@ -66,7 +66,7 @@ func TestJSONFastPathTakesWhatJSONWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	var p map[string]any
-	if _, ok := fastJSON(body, &p); !ok {
+	if _, ok := fastJSON(body, &p, Meta{}); !ok {
 		t.Fatalf("%s did not take the fast path", body)
 	}
 	if p["q"] != `"quoted"` {

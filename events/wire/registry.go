@@ -171,7 +171,7 @@ func decodeJSONNotification[P any](body []byte, env Envelope) (events.Event, boo
 // false.
 func notificationJSON[P any](body []byte, env Envelope) (events.Notification[P], bool) {
 	var n events.Notification[P]
-	bm, err := unmarshalJSON(body, &n.Payload)
+	bm, err := unmarshalJSON(body, &n.Payload, Meta{Name: env.Name, Topic: env.Topic})
 	if err != nil {
 		return events.Notification[P]{}, false
 	}
