@@ -3,11 +3,9 @@ package kafka_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,40 +21,13 @@ import (
 	"github.com/gocqrs/cqrs/events/inbox"
 	"github.com/gocqrs/cqrs/events/outbox"
 	"github.com/gocqrs/cqrs/events/wire"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
-// proxy is a TCP proxy in front of a kfake broker: clients connect to its
-// front listener, and it forwards each connection to the broker. It can cut
-// every connection at once, and refuse new ones while down.
-//
-// kfake advertises its listener's address in metadata: the listener the
-// proxy gives kfake (listen, a kfake.ListenFn) reports the front address,
-// so clients that learn the broker from metadata come back through the
-// proxy.
-type proxy struct {
-	t     *testing.T
-	front net.Listener
-	back  string // the broker's real address
-
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	down    bool
-	refused int
-	changed chan struct{} // closed, and replaced, when refused grows
-	wg      sync.WaitGroup
-}
-
-func newProxy(t *testing.T) *proxy {
-	t.Helper()
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &proxy{t: t, front: front, conns: make(map[net.Conn]struct{}), changed: make(chan struct{})}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-// advertised is the broker's listener, reporting the proxy's address.
+// advertised is a listener reporting another address: kfake advertises its
+// listener's address in metadata, so a broker listening on a port of its
+// own that advertises the proxy's address brings clients that learn it
+// from metadata back through the proxy.
 type advertised struct {
 	net.Listener
 	addr net.Addr
@@ -64,111 +35,21 @@ type advertised struct {
 
 func (a advertised) Addr() net.Addr { return a.addr }
 
-// listen is kfake's ListenFn: the broker listens on a loopback port of its
-// own, and advertises the proxy.
-func (p *proxy) listen(network, address string) (net.Listener, error) {
-	ln, err := net.Listen(network, address)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	p.back = ln.Addr().String()
-	p.mu.Unlock()
-	return advertised{Listener: ln, addr: p.front.Addr()}, nil
-}
-
-func (p *proxy) accept() {
-	for {
-		c, err := p.front.Accept()
+// behind returns a kfake.ListenFn: the broker listens on a loopback port
+// of its own, which becomes p's target, and advertises p.
+func behind(p *testenv.Proxy) func(network, address string) (net.Listener, error) {
+	return func(network, address string) (net.Listener, error) {
+		front, err := net.ResolveTCPAddr("tcp", p.Addr())
 		if err != nil {
-			return
+			return nil, err
 		}
-		p.mu.Lock()
-		down, back := p.down, p.back
-		if down {
-			p.refused++
-			close(p.changed)
-			p.changed = make(chan struct{})
-		}
-		p.mu.Unlock()
-		if down {
-			_ = c.Close()
-			continue
-		}
-		b, err := net.Dial("tcp", back)
+		ln, err := net.Listen(network, address)
 		if err != nil {
-			_ = c.Close()
-			continue
+			return nil, err
 		}
-		if !p.track(c, b) {
-			continue
-		}
-		p.wg.Go(func() { p.pipe(c, b) })
-		p.wg.Go(func() { p.pipe(b, c) })
+		p.SetTarget(ln.Addr().String())
+		return advertised{Listener: ln, addr: front}, nil
 	}
-}
-
-// track records a connection pair, or closes it if the proxy is down.
-func (p *proxy) track(c, b net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		_, _ = c.Close(), b.Close()
-		return false
-	}
-	p.conns[c], p.conns[b] = struct{}{}, struct{}{}
-	return true
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	_, _ = dst.Close(), src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// cut closes every connection: clients see them drop mid-request.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-// setDown cuts every connection and refuses new ones while down.
-func (p *proxy) setDown(down bool) {
-	p.mu.Lock()
-	p.down = down
-	p.mu.Unlock()
-	if down {
-		p.cut()
-	}
-}
-
-// waitRefused waits until the proxy has refused n connections in all.
-func (p *proxy) waitRefused(ctx context.Context, n int) error {
-	for {
-		p.mu.Lock()
-		refused, ch := p.refused, p.changed
-		p.mu.Unlock()
-		if refused >= n {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (p *proxy) close() {
-	_ = p.front.Close()
-	p.cut()
-	p.wg.Wait()
 }
 
 // The connections to the broker are cut several times, and the broker is
@@ -180,9 +61,9 @@ func TestConnectionLoss(t *testing.T) {
 	if os.Getenv(brokersEnv) != "" {
 		t.Skipf("cuts connections to an in-process kfake broker; %s is set", brokersEnv)
 	}
-	p := newProxy(t)
-	c := newCluster(t, kfake.ListenFn(p.listen))
-	require.Equal(t, []string{p.front.Addr().String()}, c.brokers, "kfake advertises the proxy")
+	p := testenv.NewProxy(t, "")
+	c := newCluster(t, kfake.ListenFn(behind(p)))
+	require.Equal(t, []string{p.Addr()}, c.brokers, "kfake advertises the proxy")
 	// Reconnect, and refresh the metadata after failures, quickly: the test
 	// waits for it.
 	c.opts = append(c.opts,
@@ -253,13 +134,13 @@ func TestConnectionLoss(t *testing.T) {
 	}
 	total := len(envs)
 	h.waitFor(t, "a quarter handled", atLeast(total/4))
-	p.cut()
+	p.Cut()
 	h.waitFor(t, "half handled", atLeast(total/2))
-	p.setDown(true)
-	require.NoError(t, p.waitRefused(within(t, time.Minute), 10), "clients try to reconnect")
-	p.setDown(false)
+	p.SetDown(true)
+	require.NoError(t, p.WaitRefused(within(t, time.Minute), 10), "clients try to reconnect")
+	p.SetDown(false)
 	h.waitFor(t, "three quarters handled", atLeast(3*total/4))
-	p.cut()
+	p.Cut()
 
 	evs := h.waitFor(t, "every event handled", allOf(ids))
 	require.NoError(t, <-sendDone)

@@ -19,6 +19,7 @@ import (
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/events/brokers/kafka"
 	"github.com/gocqrs/cqrs/events/wire"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
 // brokersEnv names the environment variable with the seed brokers of a
@@ -59,10 +60,7 @@ func newCluster(t *testing.T, fakeOpts ...kfake.Opt) *cluster {
 		defer cancel()
 		if err := admin.Ping(ctx); err != nil {
 			admin.Close()
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s=%q is unreachable, and CI is set: %v", brokersEnv, env, err)
-			}
-			t.Skipf("%s=%q is unreachable: %v", brokersEnv, env, err)
+			testenv.Unavailable(t, "the Kafka cluster", brokersEnv, "an in-process kfake cluster", err)
 		}
 		c.admin = admin
 		t.Cleanup(admin.Close)

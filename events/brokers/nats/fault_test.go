@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,112 +19,8 @@ import (
 	"github.com/gocqrs/cqrs/events/brokers/nats"
 	"github.com/gocqrs/cqrs/events/outbox"
 	"github.com/gocqrs/cqrs/events/wire"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
-
-// proxy forwards TCP connections to a server, and can cut them all at
-// once, or refuse new ones, on demand.
-type proxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	refuse bool
-	closed bool
-}
-
-func startProxy(tb testing.TB, target string) *proxy {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	p.wg.Go(p.accept)
-	tb.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) url() string { return "nats://" + p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	for {
-		down, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		refuse := p.refuse || p.closed
-		p.mu.Unlock()
-		if refuse {
-			_ = down.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = down.Close()
-			continue
-		}
-		if !p.track(down, up) {
-			continue
-		}
-		p.wg.Go(func() { p.pipe(down, up) })
-		p.wg.Go(func() { p.pipe(up, down) })
-	}
-}
-
-// track registers a connection pair, or closes it if the proxy is closed.
-func (p *proxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		return false
-	}
-	for _, c := range conns {
-		p.conns[c] = struct{}{}
-	}
-	return true
-}
-
-// pipe copies from src to dst until either fails, then closes both.
-func (p *proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	_ = dst.Close()
-	_ = src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// cut closes every connection in progress; clients reconnect through the
-// proxy, unless it refuses them.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-// setRefuse makes the proxy close new connections at once (true), or
-// forward them again (false).
-func (p *proxy) setRefuse(refuse bool) {
-	p.mu.Lock()
-	p.refuse = refuse
-	p.mu.Unlock()
-}
-
-func (p *proxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	_ = p.ln.Close()
-	p.cut()
-	p.wg.Wait()
-}
 
 // reconnecting are the options of a client that keeps reconnecting,
 // quickly, and buffers nothing while disconnected.
@@ -267,9 +160,9 @@ func (s *stream) check(t *testing.T) {
 func TestConnectionCutMidStream(t *testing.T) {
 	t.Parallel()
 	e := startEmbedded(t)
-	p := startProxy(t, e.opts.Host+":"+fmt.Sprint(e.opts.Port))
-	pub := dial(t, p.url(), reconnecting()...)
-	sub := dial(t, p.url(), reconnecting()...)
+	p := testenv.NewProxy(t, e.opts.Host+":"+fmt.Sprint(e.opts.Port))
+	pub := dial(t, "nats://"+p.Addr(), reconnecting()...)
+	sub := dial(t, "nats://"+p.Addr(), reconnecting()...)
 	topo := topology(t, pub)
 	topo.AckWait = 2 * time.Second // what a lost settle leaves comes back within it
 	provision(t, pub, topo)
@@ -279,7 +172,7 @@ func TestConnectionCutMidStream(t *testing.T) {
 	s := flow(t, pub, sub, topo, total)
 	for _, at := range []int{total / 8, total / 3, total * 2 / 3} {
 		s.got.waitFor(t, fmt.Sprintf("%d events handled", at), 30*time.Second, atLeast(at))
-		p.cut()
+		p.Cut()
 		waitStatus(t, subStatus, natsgo.RECONNECTING)
 		waitStatus(t, subStatus, natsgo.CONNECTED)
 	}
@@ -323,8 +216,8 @@ func TestBrokerRestartMidStream(t *testing.T) {
 func TestSettleWhileDisconnected(t *testing.T) {
 	t.Parallel()
 	e := startEmbedded(t)
-	p := startProxy(t, e.opts.Host+":"+fmt.Sprint(e.opts.Port))
-	nc := dial(t, p.url(), reconnecting()...)
+	p := testenv.NewProxy(t, e.opts.Host+":"+fmt.Sprint(e.opts.Port))
+	nc := dial(t, "nats://"+p.Addr(), reconnecting()...)
 	topo := topology(t, nc)
 	topo.AckWait = time.Second
 	provision(t, nc, topo)
@@ -334,8 +227,7 @@ func TestSettleWhileDisconnected(t *testing.T) {
 	m, err := src.Receive(t.Context())
 	require.NoError(t, err)
 
-	p.setRefuse(true)
-	p.cut()
+	p.SetDown(true)
 	waitStatus(t, st, natsgo.RECONNECTING)
 	err = m.Settler.Ack(t.Context())
 	require.ErrorIs(t, err, nats.ErrDisconnected)
@@ -346,7 +238,7 @@ func TestSettleWhileDisconnected(t *testing.T) {
 	require.ErrorIs(t, err, nats.ErrDisconnected, "Receive reports the loss")
 	require.NotErrorIs(t, err, outbox.ErrPermanent, "a transient error")
 
-	p.setRefuse(false)
+	p.SetDown(false)
 	waitStatus(t, st, natsgo.CONNECTED)
 	again, err := src.Receive(t.Context())
 	require.NoError(t, err)

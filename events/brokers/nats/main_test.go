@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gocqrs/cqrs/events/brokers/nats"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
 // urlEnv names the environment variable with the URL of the NATS server
@@ -27,12 +28,7 @@ const urlEnv = "NATS_URL"
 
 const defaultURL = "nats://127.0.0.1:4222"
 
-func natsURL() string {
-	if u := os.Getenv(urlEnv); u != "" {
-		return u
-	}
-	return defaultURL
-}
+func natsURL() string { return testenv.URL(urlEnv, defaultURL) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -67,10 +63,7 @@ func connect(tb testing.TB, opts ...natsgo.Option) *natsgo.Conn {
 		}
 	}
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("the NATS server at %s=%q is unreachable, and CI is set: %v", urlEnv, natsURL(), err)
-		}
-		tb.Skipf("the NATS server is unreachable (set %s to the URL of a server with JetStream; default %s): %v", urlEnv, defaultURL, err)
+		testenv.Unavailable(tb, "the NATS server with JetStream", urlEnv, defaultURL, err)
 	}
 	tb.Cleanup(nc.Close)
 	return nc

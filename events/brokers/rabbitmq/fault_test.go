@@ -29,7 +29,7 @@ func TestConnectionCutMidStream(t *testing.T) {
 	topo, topic := testTopology("fault", rabbitmq.QueueQuorum)
 	provision(t, u, topo)
 	p := newProxy(t, u)
-	pu := p.url(t, u)
+	pu := proxied(t, p, u)
 
 	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
 		URL: pu, Topology: topo, Declare: true, Prefetch: 32, Logger: quiet,
@@ -78,9 +78,9 @@ func TestConnectionCutMidStream(t *testing.T) {
 	}
 	for _, at := range []int{total / 6, total / 2, 5 * total / 6} {
 		got.wait(t, time.Minute, strconv.Itoa(at)+" events handled", distinct(at))
-		opened := p.accepted()
-		p.cut()
-		p.waitOpened(t, opened, time.Minute)
+		opened := p.Accepted()
+		p.Cut()
+		waitOpened(t, p, opened, time.Minute)
 	}
 	select {
 	case err := <-produced:

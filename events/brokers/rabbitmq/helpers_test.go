@@ -5,10 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"net/url"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gocqrs/cqrs/events/brokers/rabbitmq"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
 // urlEnv names the environment variable with the URL of the test broker.
@@ -30,16 +28,10 @@ var quiet = slog.New(slog.DiscardHandler)
 // tb (fails it when CI is set: CI must run these tests).
 func brokerURL(tb testing.TB) string {
 	tb.Helper()
-	u := os.Getenv(urlEnv)
-	if u == "" {
-		u = defaultURL
-	}
+	u := testenv.URL(urlEnv, defaultURL)
 	conn, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("RabbitMQ at %s=%q is unreachable, and CI is set: %v", urlEnv, u, err)
-		}
-		tb.Skipf("RabbitMQ is unreachable (set %s to an AMQP URL; default %s): %v", urlEnv, defaultURL, err)
+		testenv.Unavailable(tb, "RabbitMQ", urlEnv, defaultURL, err)
 	}
 	_ = conn.Close()
 	return u
@@ -132,131 +124,29 @@ func newSender(tb testing.TB, u, exchange string) *rabbitmq.Sender {
 	return s
 }
 
-// proxy forwards TCP connections to a target and can cut them all.
-type proxy struct {
-	ln     net.Listener
-	target string
-
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	opened  int
-	changed chan struct{}
-	wg      sync.WaitGroup
-	// gate is held (write-locked) while the proxy holds back traffic.
-	gate sync.RWMutex
-}
-
 // newProxy starts a proxy to the broker of u; it stops when tb ends.
-func newProxy(tb testing.TB, u string) *proxy {
+func newProxy(tb testing.TB, u string) *testenv.Proxy {
 	tb.Helper()
 	parsed, err := url.Parse(u)
 	require.NoError(tb, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	p := &proxy{ln: ln, target: parsed.Host, conns: make(map[net.Conn]struct{}), changed: make(chan struct{})}
-	p.wg.Go(p.accept)
-	tb.Cleanup(p.stop)
-	return p
+	return testenv.NewProxy(tb, parsed.Host)
 }
 
-// url returns u with the proxy's address.
-func (p *proxy) url(tb testing.TB, u string) string {
+// proxied returns u with p's address.
+func proxied(tb testing.TB, p *testenv.Proxy, u string) string {
 	tb.Helper()
 	parsed, err := url.Parse(u)
 	require.NoError(tb, err)
-	parsed.Host = p.ln.Addr().String()
+	parsed.Host = p.Addr()
 	return parsed.String()
 }
 
-func (p *proxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.opened++
-		close(p.changed)
-		p.changed = make(chan struct{})
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := src.Read(buf)
-				if n > 0 {
-					p.gate.RLock()
-					_, werr := dst.Write(buf[:n])
-					p.gate.RUnlock()
-					if werr != nil {
-						break
-					}
-				}
-				if err != nil {
-					break
-				}
-			}
-			_ = dst.Close()
-			_ = src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		p.wg.Go(func() { pipe(up, c) })
-		p.wg.Go(func() { pipe(c, up) })
-	}
-}
-
-// hold stops forwarding, as a broker that stopped answering, until
-// resume.
-func (p *proxy) hold() { p.gate.Lock() }
-
-func (p *proxy) resume() { p.gate.Unlock() }
-
-// cut closes every connection through the proxy.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-// waitOpened waits until the proxy has accepted more than n connections in
-// all.
-func (p *proxy) waitOpened(tb testing.TB, n int, timeout time.Duration) {
+// waitOpened waits until p has accepted more than n connections in all.
+func waitOpened(tb testing.TB, p *testenv.Proxy, n int, timeout time.Duration) {
 	tb.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		p.mu.Lock()
-		opened, ch := p.opened, p.changed
-		p.mu.Unlock()
-		if opened > n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			tb.Fatalf("proxy: no new connection within %v", timeout)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := p.WaitAccepted(ctx, n+1); err != nil {
+		tb.Fatalf("proxy: no new connection within %v", timeout)
 	}
-}
-
-func (p *proxy) accepted() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.opened
-}
-
-func (p *proxy) stop() {
-	_ = p.ln.Close()
-	p.cut()
-	p.wg.Wait()
 }

@@ -187,10 +187,10 @@ func TestSendReturnsWhenBrokerStalls(t *testing.T) {
 	topo, topic := testTopology("stall", rabbitmq.QueueClassic)
 	provision(t, u, topo)
 	p := newProxy(t, u)
-	s := newSender(t, p.url(t, u), topo.Exchange)
+	s := newSender(t, proxied(t, p, u), topo.Exchange)
 	require.NoError(t, s.Send(t.Context(), []wire.Envelope{encode(t, topic, "k", 1)}))
 
-	p.hold()
+	p.Hold()
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -198,9 +198,9 @@ func TestSendReturnsWhenBrokerStalls(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second, "Send returned promptly")
 	assert.ErrorIs(t, errs[0], context.DeadlineExceeded)
 	assert.ErrorIs(t, errs[1], outbox.ErrNotAttempted)
-	p.resume()
+	p.Resume()
 
-	opened := p.accepted()
+	opened := p.Accepted()
 	require.NoError(t, s.Send(t.Context(), []wire.Envelope{encode(t, topic, "k", 4)}))
-	assert.Greater(t, p.accepted(), opened, "a new connection")
+	assert.Greater(t, p.Accepted(), opened, "a new connection")
 }

@@ -69,7 +69,7 @@ func TestSourceReconnects(t *testing.T) {
 	provision(t, u, topo)
 	p := newProxy(t, u)
 	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
-		URL: p.url(t, u), Topology: topo, Logger: quiet,
+		URL: proxied(t, p, u), Topology: topo, Logger: quiet,
 		Prefetch:  1, // nothing but the first message is buffered when the connection is cut
 		Reconnect: outbox.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
 	})
@@ -79,8 +79,8 @@ func TestSourceReconnects(t *testing.T) {
 
 	src := subscribe(t, sub)
 	first := receive(t, src)
-	opened := p.accepted()
-	p.cut()
+	opened := p.Accepted()
+	p.Cut()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	_, err = src.Receive(ctx)
@@ -97,7 +97,7 @@ func TestSourceReconnects(t *testing.T) {
 		seen[env.ID.String()] = m.Attempt
 		require.NoError(t, m.Settler.Ack(ctx))
 	}
-	assert.Greater(t, p.accepted(), opened, "reconnected")
+	assert.Greater(t, p.Accepted(), opened, "reconnected")
 	assert.Equal(t, 2, seen[sent[0].ID.String()], "the message delivered before the cut, counted by the quorum queue")
 }
 
@@ -134,8 +134,8 @@ func TestSubscribeFails(t *testing.T) {
 	require.ErrorContains(t, err, "NOT_FOUND")
 
 	p := newProxy(t, u)
-	down := p.url(t, u)
-	p.stop() // nothing listens there any more
+	down := proxied(t, p, u)
+	p.Close() // nothing listens there any more
 	sub, err = rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: down, Topology: rabbitmq.Topology{Queue: "q"}, Logger: quiet})
 	require.NoError(t, err)
 	_, err = sub.Subscribe(t.Context())

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gocqrs/cqrs/events/outbox"
 	"github.com/gocqrs/cqrs/events/outbox/postgres"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
 // urlEnv names the environment variable with the URL of the test database.
@@ -28,12 +29,7 @@ const urlEnv = "CQRS_POSTGRES_URL"
 const defaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 // databaseURL returns the URL of the test database.
-func databaseURL() string {
-	if u := os.Getenv(urlEnv); u != "" {
-		return u
-	}
-	return defaultURL
-}
+func databaseURL() string { return testenv.URL(urlEnv, defaultURL) }
 
 // shared holds the pools every test of the binary uses (each test isolates
 // itself in a schema of its own), opened on first use and closed by
@@ -66,10 +62,7 @@ func TestMain(m *testing.M) {
 // when CI is set: CI must run these tests.
 func unavailable(tb testing.TB, err error) {
 	tb.Helper()
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("PostgreSQL at %s=%q is unreachable, and CI is set: %v", urlEnv, databaseURL(), err)
-	}
-	tb.Skipf("PostgreSQL is unreachable (set %s to a database URL; default %s): %v", urlEnv, defaultURL, err)
+	testenv.Unavailable(tb, "PostgreSQL", urlEnv, defaultURL, err)
 }
 
 // newPoolWith opens a pgx pool on the test database with at most maxConns
