@@ -142,7 +142,7 @@
 //   - Before 2.10.4, Term ignores a reason: DeadLetter sends a bare Term.
 //   - 2.9 drops a pull request, now and then under load, without telling
 //     the client; the Source pulls again after two missed heartbeats
-//     (about 4 seconds), and reports the stall as a transient error.
+//     (about a second), and reports the stall as a transient error.
 //
 // # Provisioning
 //

@@ -40,7 +40,7 @@ type SubscriberOptions struct {
 	PullBatch int
 	// PullExpiry is how long a pull request waits on the server (default
 	// [DefaultPullExpiry], at least 1s). The server sends heartbeats every
-	// half of it, or every 2s if that is shorter; a Source that misses two
+	// half of it, or every 500ms if that is shorter; a Source that misses two
 	// reports an error and pulls again, which is also how it resumes after
 	// the server restarted.
 	PullExpiry time.Duration
