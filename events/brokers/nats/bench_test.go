@@ -85,7 +85,7 @@ func BenchmarkSend(b *testing.B) {
 	for _, keys := range []string{"none", "distinct", "one"} {
 		b.Run("sender/keys="+keys, func(b *testing.B) {
 			topo := benchStream(b, nc)
-			s := newSender(b, nc, nats.SenderOptions{MaxPending: 256})
+			s := newSender(b, nc, nats.SenderConfig{MaxPending: 256})
 			envs := benchEnvelopes(b, topo.Subjects[0], keys, benchBatch)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -260,7 +260,7 @@ func BenchmarkConsume(b *testing.B) {
 	run := func(b *testing.B, consume func(b *testing.B, topo nats.Topology, acked *meter) (stop func())) {
 		b.Helper()
 		topo := benchStream(b, nc)
-		s := newSender(b, nc, nats.SenderOptions{})
+		s := newSender(b, nc, nats.SenderConfig{})
 		acked := new(meter)
 		b.ReportAllocs()
 		var want int64
@@ -280,7 +280,7 @@ func BenchmarkConsume(b *testing.B) {
 	}
 	subscriber := func(b *testing.B, topo nats.Topology) *nats.Subscriber {
 		b.Helper()
-		sub, err := nats.NewSubscriber(nc, nats.SubscriberOptions{Topology: topo, PullBatch: consumeInFlight, Logger: quiet})
+		sub, err := nats.NewSubscriber(nc, nats.SubscriberConfig{Topology: topo, PullBatch: consumeInFlight, Logger: quiet})
 		require.NoError(b, err)
 		return sub
 	}

@@ -46,7 +46,7 @@ func TestConformanceEmbedded(t *testing.T) {
 
 func runConformance(t *testing.T, nc *natsgo.Conn, ackWait, timeout time.Duration) {
 	t.Helper()
-	sender := newSender(t, nc, nats.SenderOptions{})
+	sender := newSender(t, nc, nats.SenderConfig{})
 	brokertest.Run(t, brokertest.Transport{
 		Features: features,
 		Timeout:  timeout,
@@ -58,8 +58,8 @@ func runConformance(t *testing.T, nc *natsgo.Conn, ackWait, timeout time.Duratio
 			return brokertest.Topic{
 				Name:        topo.Subjects[0],
 				Sender:      sender,
-				Subscriber:  newSubscriber(t, nc, topo, nats.SubscriberOptions{}),
-				DeadLetters: newSubscriber(t, nc, deadLetterReader(topo), nats.SubscriberOptions{}),
+				Subscriber:  newSubscriber(t, nc, topo, nats.SubscriberConfig{}),
+				DeadLetters: newSubscriber(t, nc, deadLetterReader(topo), nats.SubscriberConfig{}),
 			}
 		},
 	})

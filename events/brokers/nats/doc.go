@@ -9,10 +9,10 @@
 //
 //	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
 //
-//	sender, err := cqrsnats.NewSender(nc, cqrsnats.SenderOptions{})
+//	sender, err := cqrsnats.NewSender(nc, cqrsnats.SenderConfig{})
 //	relay, err := outbox.NewRelay(store, sender, outbox.DefaultRelayConfig())
 //
-//	sub, err := cqrsnats.NewSubscriber(nc, cqrsnats.SubscriberOptions{
+//	sub, err := cqrsnats.NewSubscriber(nc, cqrsnats.SubscriberConfig{
 //		Topology: cqrsnats.Topology{Stream: "ORDERS", Consumer: "billing"},
 //	})
 //	consumer, err := brokers.NewConsumer(sub, decoder, eventMediator.Send, cfg)
@@ -21,7 +21,7 @@
 // # Messages
 //
 // An envelope is published to the subject env.Topic (or what
-// [SenderOptions].Subject returns), with the body env.Payload, the headers
+// [SenderConfig].Subject returns), with the body env.Payload, the headers
 // wire.ToHeaders(env) (event name and id, timestamp, correlation and
 // causation ids, content type, and env.Headers: traceparent, tracestate,
 // the user's), the key in the header brokers.HeaderKey ("event-key"), and
@@ -47,7 +47,7 @@
 //     and none after one of its key failed (outbox.ErrNotAttempted). The
 //     stream therefore stores a key's records in batch order. Records of
 //     different keys, and records without a key, are in flight together,
-//     at most [SenderOptions].MaxPending at a time over every Send.
+//     at most [SenderConfig].MaxPending at a time over every Send.
 //   - Deduplication: the stream drops a second publish of an event id
 //     within its duplicate window (two minutes by default,
 //     [Topology].Duplicates), so a relay sending again after a crash or a
@@ -61,7 +61,7 @@
 //
 //   - Lease: every message a Source holds, returned by Receive or received
 //     and not yet returned, is kept from redelivery with InProgress every
-//     [SubscriberOptions].ProgressInterval (a third of AckWait), however
+//     [SubscriberConfig].ProgressInterval (a third of AckWait), however
 //     long its handler and its in-place retries take. The consumer's
 //     MaxAckPending (bounded: Subscribe refuses an unbounded one) bounds
 //     how many messages the consumer's Sources hold together; one Source
@@ -105,7 +105,7 @@
 //     every Source with a permanent error (outbox.ErrPermanent wrapping
 //     nats.ErrConnectionClosed), which ends brokers.Consumer.Run.
 //   - A consumer deleted while a Source is open ends the subscription:
-//     with [SubscriberOptions].Provision the Source provisions and opens
+//     with [SubscriberConfig].Provision the Source provisions and opens
 //     it again, else it fails with a permanent error ([ErrTopology]).
 //
 // # What is not guaranteed
@@ -120,7 +120,7 @@
 //     share its messages, so one key's messages spread over them. To keep
 //     each key in one process, give each process a consumer filtering a
 //     partition of the subjects (a subject mapping with partition(), and
-//     [SenderOptions].Subject putting the key in the subject), or pin the
+//     [SenderConfig].Subject putting the key in the subject), or pin the
 //     consumer to one client at a time (a priority group with the pinned
 //     client policy, nats-server 2.11 and later).
 //   - Dead letters for messages the server stops delivering on its own:
@@ -152,7 +152,7 @@
 // acknowledgement, delivering the whole stream, AckWait 30s, MaxAckPending
 // 256, MaxDeliver unlimited). It leaves what exists as it is, after
 // checking that the streams capture the subjects they must. A Subscriber
-// with [SubscriberOptions].Provision calls it on every Subscribe; in
+// with [SubscriberConfig].Provision calls it on every Subscribe; in
 // production, leave it off and create the streams and the consumer with
 // your usual tooling: Subscribe then checks that the consumer is a pull
 // consumer with explicit acknowledgement and a bounded MaxAckPending, and
@@ -171,7 +171,7 @@
 //
 // # Errors
 //
-// Sentinels, matched with errors.Is: [ErrInvalidOptions] (every problem at
+// Sentinels, matched with errors.Is: [ErrInvalidConfig] (every problem at
 // once, through errors.Join), [ErrTopology], [ErrDisconnected],
 // [ErrInvalidMessage]. Typed errors, matched with errors.As:
 // [PublishError] (one record not sent) and [SettleError] (one settle not

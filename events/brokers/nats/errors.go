@@ -9,9 +9,9 @@ import (
 
 // Sentinel errors; match them with errors.Is.
 var (
-	// ErrInvalidOptions is matched by every problem [NewSender],
+	// ErrInvalidConfig is matched by every problem [NewSender],
 	// [NewPublisher], [NewSubscriber] and [Topology.Validate] report.
-	ErrInvalidOptions = errors.New("nats: invalid options")
+	ErrInvalidConfig = errors.New("nats: invalid configuration")
 	// ErrDisconnected is matched by the error of an operation refused
 	// because the connection to the server is down: the client is
 	// re-establishing it. It is transient: a record not sent is sent again

@@ -73,7 +73,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	sender, err := cqrsnats.NewSender(nc, cqrsnats.SenderOptions{})
+	sender, err := cqrsnats.NewSender(nc, cqrsnats.SenderConfig{})
 	if err != nil {
 		panic(err)
 	}
@@ -95,7 +95,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	sub, err := cqrsnats.NewSubscriber(nc, cqrsnats.SubscriberOptions{Topology: topo, Provision: true})
+	sub, err := cqrsnats.NewSubscriber(nc, cqrsnats.SubscriberConfig{Topology: topo, Provision: true})
 	if err != nil {
 		panic(err)
 	}

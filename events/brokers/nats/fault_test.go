@@ -103,7 +103,7 @@ func flow(t *testing.T, pub, sub *natsgo.Conn, topo nats.Topology, n int) *strea
 	rcfg.Logger, rcfg.BatchSize, rcfg.PollInterval = quiet, 16, 20*time.Millisecond
 	rcfg.Backoff = outbox.Backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond}
 	rcfg.MaxAttempts = 1000
-	relay, err := outbox.NewRelay(store, newSender(t, pub, nats.SenderOptions{AckTimeout: 2 * time.Second}), rcfg)
+	relay, err := outbox.NewRelay(store, newSender(t, pub, nats.SenderConfig{AckTimeout: 2 * time.Second}), rcfg)
 	require.NoError(t, err)
 
 	ccfg := brokers.DefaultConfig()
@@ -118,7 +118,7 @@ func flow(t *testing.T, pub, sub *natsgo.Conn, topo nats.Topology, n int) *strea
 		s.got.add(ctx, n)
 		return nil
 	}
-	subscriber := newSubscriber(t, sub, topo, nats.SubscriberOptions{PullExpiry: 2 * time.Second})
+	subscriber := newSubscriber(t, sub, topo, nats.SubscriberConfig{PullExpiry: 2 * time.Second})
 	s.c, err = brokers.NewConsumer(subscriber, orderDecoder(t), handler, ccfg)
 	require.NoError(t, err)
 
@@ -222,8 +222,8 @@ func TestSettleWhileDisconnected(t *testing.T) {
 	topo.AckWait = time.Second
 	provision(t, nc, topo)
 	st := statuses(t, nc)
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{envelope(t, topo.Subjects[0], "k", 1)}))
-	src := subscribe(t, newSubscriber(t, nc, topo, nats.SubscriberOptions{}))
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{envelope(t, topo.Subjects[0], "k", 1)}))
+	src := subscribe(t, newSubscriber(t, nc, topo, nats.SubscriberConfig{}))
 	m, err := src.Receive(t.Context())
 	require.NoError(t, err)
 
@@ -255,7 +255,7 @@ func TestConnectionClosed(t *testing.T) {
 	nc := dial(t, e.url())
 	topo := topology(t, nc)
 	provision(t, nc, topo)
-	src, err := newSubscriber(t, nc, topo, nats.SubscriberOptions{}).Subscribe(t.Context())
+	src, err := newSubscriber(t, nc, topo, nats.SubscriberConfig{}).Subscribe(t.Context())
 	require.NoError(t, err)
 	nc.Close()
 	_, err = src.Receive(t.Context())

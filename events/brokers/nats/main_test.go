@@ -138,7 +138,7 @@ func deadLetterReader(t nats.Topology) nats.Topology {
 }
 
 // newSubscriber returns a provisioning subscriber of t.
-func newSubscriber(tb testing.TB, nc *natsgo.Conn, t nats.Topology, opts nats.SubscriberOptions) *nats.Subscriber {
+func newSubscriber(tb testing.TB, nc *natsgo.Conn, t nats.Topology, opts nats.SubscriberConfig) *nats.Subscriber {
 	tb.Helper()
 	opts.Topology = t
 	opts.Provision = true
@@ -150,7 +150,7 @@ func newSubscriber(tb testing.TB, nc *natsgo.Conn, t nats.Topology, opts nats.Su
 	return sub
 }
 
-func newSender(tb testing.TB, nc *natsgo.Conn, opts nats.SenderOptions) *nats.Sender {
+func newSender(tb testing.TB, nc *natsgo.Conn, opts nats.SenderConfig) *nats.Sender {
 	tb.Helper()
 	s, err := nats.NewSender(nc, opts)
 	require.NoError(tb, err)

@@ -10,8 +10,8 @@ import (
 	"github.com/gocqrs/cqrs/events/wire"
 )
 
-// PublisherOptions configures a [Publisher].
-type PublisherOptions struct {
+// PublisherConfig configures a [Publisher].
+type PublisherConfig struct {
 	// Encoder encodes the events (default: the zero wire.Encoder, JSON
 	// without compression).
 	Encoder *wire.Encoder
@@ -38,9 +38,9 @@ type Publisher struct {
 var _ events.Publisher = (*Publisher)(nil)
 
 // NewPublisher returns a Publisher sending through sender.
-func NewPublisher(sender *Sender, opts PublisherOptions) (*Publisher, error) {
+func NewPublisher(sender *Sender, opts PublisherConfig) (*Publisher, error) {
 	if sender == nil {
-		return nil, fmt.Errorf("%w: nil Sender", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: nil Sender", ErrInvalidConfig)
 	}
 	enc := opts.Encoder
 	if enc == nil {
@@ -51,7 +51,7 @@ func NewPublisher(sender *Sender, opts PublisherOptions) (*Publisher, error) {
 
 // Publish encodes ev, stamps it with ctx's lineage (events.LineageFrom;
 // an event published outside any lineage starts its own correlation: its
-// own id), calls PublisherOptions.Stamp, and sends it to its topic,
+// own id), calls PublisherConfig.Stamp, and sends it to its topic,
 // waiting for the stream's acknowledgement. The error is the record's (a
 // *[PublishError], possibly permanent) or the encoder's.
 func (p *Publisher) Publish(ctx context.Context, ev events.NotificationEvent) error {

@@ -126,12 +126,12 @@ func TestRoundTrip(t *testing.T) {
 	ccfg := brokers.DefaultConfig()
 	ccfg.Name, ccfg.MaxConcurrency, ccfg.Logger = "billing", 8, quiet
 	ccfg.Inbox, ccfg.Transactor = in, in
-	consumer, err := brokers.NewConsumer(newSubscriber(t, nc, topo, nats.SubscriberOptions{}), orderDecoder(t), em.Send, ccfg)
+	consumer, err := brokers.NewConsumer(newSubscriber(t, nc, topo, nats.SubscriberConfig{}), orderDecoder(t), em.Send, ccfg)
 	require.NoError(t, err)
 
 	rcfg := outbox.DefaultRelayConfig()
 	rcfg.Logger, rcfg.BatchSize = quiet, 32
-	relay, err := outbox.NewRelay(store, newSender(t, nc, nats.SenderOptions{}), rcfg)
+	relay, err := outbox.NewRelay(store, newSender(t, nc, nats.SenderConfig{}), rcfg)
 	require.NoError(t, err)
 
 	ctx, stop := context.WithCancel(context.Background())

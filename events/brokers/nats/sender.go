@@ -15,7 +15,7 @@ import (
 	"github.com/gocqrs/cqrs/events/wire"
 )
 
-// Defaults of [SenderOptions].
+// Defaults of [SenderConfig].
 const (
 	// DefaultMaxPending bounds the publishes of a Sender awaiting their
 	// acknowledgement.
@@ -24,8 +24,8 @@ const (
 	DefaultAckTimeout = 10 * time.Second
 )
 
-// SenderOptions configures a [Sender]. The zero value takes every default.
-type SenderOptions struct {
+// SenderConfig configures a [Sender]. The zero value takes every default.
+type SenderConfig struct {
 	// MaxPending bounds the publishes awaiting their acknowledgement, over
 	// every Send in progress (default [DefaultMaxPending]); it is also the
 	// client's PublishAsyncMaxPending.
@@ -81,7 +81,7 @@ type result struct {
 var _ outbox.Sender = (*Sender)(nil)
 
 // NewSender returns a Sender publishing on nc. It reports every problem
-// with its arguments at once, each matching [ErrInvalidOptions].
+// with its arguments at once, each matching [ErrInvalidConfig].
 //
 // The Sender starts no goroutine of its own; the client's asynchronous
 // publishing does (a subscription for acknowledgements, and a watcher of
@@ -90,16 +90,16 @@ var _ outbox.Sender = (*Sender)(nil)
 // never gives up, and nats.ReconnectBufSize(-1) so that nothing is buffered
 // while it is disconnected (Send then fails at once with [ErrDisconnected],
 // and the relay sends again later).
-func NewSender(nc *natsgo.Conn, opts SenderOptions) (*Sender, error) {
+func NewSender(nc *natsgo.Conn, opts SenderConfig) (*Sender, error) {
 	var errs []error
 	if nc == nil {
-		errs = append(errs, fmt.Errorf("%w: nil connection", ErrInvalidOptions))
+		errs = append(errs, fmt.Errorf("%w: nil connection", ErrInvalidConfig))
 	}
 	if opts.MaxPending < 0 {
-		errs = append(errs, fmt.Errorf("%w: SenderOptions.MaxPending must not be negative, got %d", ErrInvalidOptions, opts.MaxPending))
+		errs = append(errs, fmt.Errorf("%w: SenderConfig.MaxPending must not be negative, got %d", ErrInvalidConfig, opts.MaxPending))
 	}
 	if opts.AckTimeout < 0 {
-		errs = append(errs, fmt.Errorf("%w: SenderOptions.AckTimeout must not be negative, got %v", ErrInvalidOptions, opts.AckTimeout))
+		errs = append(errs, fmt.Errorf("%w: SenderConfig.AckTimeout must not be negative, got %v", ErrInvalidConfig, opts.AckTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -123,7 +123,7 @@ func NewSender(nc *natsgo.Conn, opts SenderOptions) (*Sender, error) {
 		jetstream.WithPublishAsyncErrHandler(s.failed),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	s.js = js
 	return s, nil
@@ -175,7 +175,7 @@ func classify(err error) error {
 //
 // A record that cannot become a NATS message (no topic, an invalid
 // subject, a header NATS cannot carry unchanged, an error from
-// SenderOptions.Subject) fails with a permanent error (outbox.ErrPermanent)
+// SenderConfig.Subject) fails with a permanent error (outbox.ErrPermanent)
 // matching [ErrInvalidMessage]; one larger than the server or the stream
 // accepts fails with a permanent error too. While the connection is down, records
 // fail at once with [ErrDisconnected]. Once ctx is done, the records not

@@ -56,13 +56,13 @@ func stored(tb testing.TB, nc *natsgo.Conn, stream string) []*jetstream.RawStrea
 
 func TestNewSenderValidates(t *testing.T) {
 	t.Parallel()
-	_, err := nats.NewSender(nil, nats.SenderOptions{MaxPending: -1, AckTimeout: -time.Second})
-	require.ErrorIs(t, err, nats.ErrInvalidOptions)
+	_, err := nats.NewSender(nil, nats.SenderConfig{MaxPending: -1, AckTimeout: -time.Second})
+	require.ErrorIs(t, err, nats.ErrInvalidConfig)
 	for _, want := range []string{"nil connection", "MaxPending", "AckTimeout"} {
 		assert.Contains(t, err.Error(), want, "every problem is reported at once")
 	}
-	_, err = nats.NewPublisher(nil, nats.PublisherOptions{})
-	require.ErrorIs(t, err, nats.ErrInvalidOptions)
+	_, err = nats.NewPublisher(nil, nats.PublisherConfig{})
+	require.ErrorIs(t, err, nats.ErrInvalidConfig)
 }
 
 // TestSendMessage checks what a record becomes: subject, body, headers,
@@ -77,7 +77,7 @@ func TestSendMessage(t *testing.T) {
 	env.SetHeader(wire.HeaderTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	env.SetHeader("x-tenant", "acme")
 
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{env}))
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{env}))
 	msgs := stored(t, nc, topo.Stream)
 	require.Len(t, msgs, 1)
 	m := msgs[0]
@@ -108,7 +108,7 @@ func TestSendDeduplicates(t *testing.T) {
 	nc := connect(t)
 	topo := topology(t, nc)
 	provision(t, nc, topo)
-	s := newSender(t, nc, nats.SenderOptions{})
+	s := newSender(t, nc, nats.SenderConfig{})
 	env := envelope(t, topo.Subjects[0], "k", 1)
 	require.NoError(t, s.Send(t.Context(), []wire.Envelope{env}))
 	require.NoError(t, s.Send(t.Context(), []wire.Envelope{env, envelope(t, topo.Subjects[0], "k", 2)}))
@@ -130,7 +130,7 @@ func TestSendOrderPerKey(t *testing.T) {
 		}
 		envs = append(envs, envelope(t, topo.Subjects[0], "", seq)) // unkeyed ones among them
 	}
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{MaxPending: 4}).Send(t.Context(), envs))
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{MaxPending: 4}).Send(t.Context(), envs))
 
 	msgs := stored(t, nc, topo.Stream)
 	require.Len(t, msgs, len(envs))
@@ -177,7 +177,7 @@ func TestSendReportsPerRecord(t *testing.T) {
 		wildcard,                       // 7: permanent
 		envelope(t, subject, "k-4", 1), // 8: sent
 	}
-	err := newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), envs)
+	err := newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), envs)
 	be, ok := errors.AsType[*outbox.BatchError](err)
 	require.True(t, ok, "a *outbox.BatchError, got %v", err)
 	require.Len(t, be.Errs, len(envs))
@@ -204,7 +204,7 @@ func TestSendWithoutStream(t *testing.T) {
 	t.Parallel()
 	nc := connect(t)
 	env := envelope(t, strings.ToLower(unique("nostream"))+".events", "k", 1)
-	err := newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{env, envelope(t, env.Topic, "k", 2)})
+	err := newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{env, envelope(t, env.Topic, "k", 2)})
 	be, ok := errors.AsType[*outbox.BatchError](err)
 	require.True(t, ok, "a *outbox.BatchError, got %v", err)
 	require.Error(t, be.Errs[0])
@@ -219,23 +219,23 @@ func TestSendCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	envs := []wire.Envelope{envelope(t, "any.subject", "k", 1), envelope(t, "any.subject", "", 2)}
-	err := newSender(t, nc, nats.SenderOptions{}).Send(ctx, envs)
+	err := newSender(t, nc, nats.SenderConfig{}).Send(ctx, envs)
 	be, ok := errors.AsType[*outbox.BatchError](err)
 	require.True(t, ok, "a *outbox.BatchError, got %v", err)
 	for i := range envs {
 		assert.ErrorIs(t, be.Errs[i], context.Canceled, "record %d", i)
 	}
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(ctx, nil), "an empty batch")
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(ctx, nil), "an empty batch")
 }
 
-// TestSendSubject routes records with SenderOptions.Subject.
+// TestSendSubject routes records with SenderConfig.Subject.
 func TestSendSubject(t *testing.T) {
 	t.Parallel()
 	nc := connect(t)
 	topo := topology(t, nc)
 	topo.Subjects = []string{topo.Stream + ".events.>"}
 	provision(t, nc, topo)
-	s := newSender(t, nc, nats.SenderOptions{Subject: func(env wire.Envelope) (string, error) {
+	s := newSender(t, nc, nats.SenderConfig{Subject: func(env wire.Envelope) (string, error) {
 		if env.Key == "" {
 			return "", errors.New("a key is required")
 		}
@@ -259,7 +259,7 @@ func TestPublisher(t *testing.T) {
 	nc := connect(t)
 	topo := topology(t, nc)
 	provision(t, nc, topo)
-	p, err := nats.NewPublisher(newSender(t, nc, nats.SenderOptions{}), nats.PublisherOptions{
+	p, err := nats.NewPublisher(newSender(t, nc, nats.SenderConfig{}), nats.PublisherConfig{
 		Stamp: func(_ context.Context, env *wire.Envelope) { env.SetHeader(wire.HeaderTraceparent, "00-trace-span-01") },
 	})
 	require.NoError(t, err)
@@ -294,7 +294,7 @@ func TestSendTooLarge(t *testing.T) {
 	provision(t, nc, topo)
 	big := envelope(t, topo.Subjects[0], "k", 1)
 	big.Payload = make([]byte, nc.MaxPayload()+1)
-	err := newSender(t, nc, nats.SenderOptions{}).Send(t.Context(),
+	err := newSender(t, nc, nats.SenderConfig{}).Send(t.Context(),
 		[]wire.Envelope{big, envelope(t, topo.Subjects[0], "k", 2), envelope(t, topo.Subjects[0], "other", 1)})
 	be, ok := errors.AsType[*outbox.BatchError](err)
 	require.True(t, ok, "a *outbox.BatchError, got %v", err)

@@ -14,7 +14,7 @@ import (
 	"github.com/gocqrs/cqrs/events/outbox"
 )
 
-// Defaults of [SubscriberOptions].
+// Defaults of [SubscriberConfig].
 const (
 	// DefaultPullBatch is how many messages a Source asks for in one pull
 	// request (at most a quarter of the consumer's MaxAckPending).
@@ -23,8 +23,8 @@ const (
 	DefaultPullExpiry = 30 * time.Second
 )
 
-// SubscriberOptions configures a [Subscriber].
-type SubscriberOptions struct {
+// SubscriberConfig configures a [Subscriber].
+type SubscriberConfig struct {
 	// Topology names the stream, the durable consumer and the dead-letter
 	// subject. Stream and Consumer are required.
 	Topology Topology
@@ -60,7 +60,7 @@ type SubscriberOptions struct {
 type Subscriber struct {
 	nc   *natsgo.Conn
 	js   jetstream.JetStream
-	opts SubscriberOptions
+	opts SubscriberConfig
 	log  *slog.Logger
 }
 
@@ -68,11 +68,11 @@ var _ brokers.Subscriber = (*Subscriber)(nil)
 
 // NewSubscriber returns the Subscriber of opts.Topology on nc. It reports
 // every problem with its arguments at once, each matching
-// [ErrInvalidOptions]. It does not contact the server: Subscribe does.
-func NewSubscriber(nc *natsgo.Conn, opts SubscriberOptions) (*Subscriber, error) {
+// [ErrInvalidConfig]. It does not contact the server: Subscribe does.
+func NewSubscriber(nc *natsgo.Conn, opts SubscriberConfig) (*Subscriber, error) {
 	var errs []error
 	add := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
 	}
 	if nc == nil {
 		add("nil connection")
@@ -81,13 +81,13 @@ func NewSubscriber(nc *natsgo.Conn, opts SubscriberOptions) (*Subscriber, error)
 		errs = append(errs, err)
 	}
 	if opts.PullBatch < 0 {
-		add("SubscriberOptions.PullBatch must not be negative, got %d", opts.PullBatch)
+		add("SubscriberConfig.PullBatch must not be negative, got %d", opts.PullBatch)
 	}
 	if opts.PullExpiry != 0 && opts.PullExpiry < time.Second {
-		add("SubscriberOptions.PullExpiry must be at least 1s, got %v", opts.PullExpiry)
+		add("SubscriberConfig.PullExpiry must be at least 1s, got %v", opts.PullExpiry)
 	}
 	if opts.ProgressInterval < 0 {
-		add("SubscriberOptions.ProgressInterval must not be negative, got %v", opts.ProgressInterval)
+		add("SubscriberConfig.ProgressInterval must not be negative, got %v", opts.ProgressInterval)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ func NewSubscriber(nc *natsgo.Conn, opts SubscriberOptions) (*Subscriber, error)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return &Subscriber{
 		nc:   nc,
@@ -188,7 +188,7 @@ func checkConsumer(info *jetstream.ConsumerInfo, progress time.Duration) error {
 	if c.AckWait <= 0 {
 		add("its AckWait is %v", c.AckWait)
 	} else if progress >= c.AckWait {
-		add("SubscriberOptions.ProgressInterval %v is not shorter than its AckWait %v", progress, c.AckWait)
+		add("SubscriberConfig.ProgressInterval %v is not shorter than its AckWait %v", progress, c.AckWait)
 	}
 	return errors.Join(errs...)
 }

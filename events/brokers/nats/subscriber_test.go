@@ -24,7 +24,7 @@ import (
 
 func TestNewSubscriberValidates(t *testing.T) {
 	t.Parallel()
-	_, err := nats.NewSubscriber(nil, nats.SubscriberOptions{
+	_, err := nats.NewSubscriber(nil, nats.SubscriberConfig{
 		Topology: nats.Topology{
 			Stream:            "a.b",
 			DeadLetterSubject: "dead-letter.orders",
@@ -39,7 +39,7 @@ func TestNewSubscriberValidates(t *testing.T) {
 		PullExpiry:       time.Millisecond,
 		ProgressInterval: -1,
 	})
-	require.ErrorIs(t, err, nats.ErrInvalidOptions)
+	require.ErrorIs(t, err, nats.ErrInvalidConfig)
 	for _, want := range []string{
 		"nil connection", "Topology.Stream", "Topology.Consumer", "Topology.DeadLetterStream",
 		`"bad subject"`, "captures the dead-letter subject", "FilterSubjects", "AckWait", "MaxAckPending",
@@ -87,7 +87,7 @@ func TestProvisionIdempotent(t *testing.T) {
 	missing := topology(t, nc)
 	missing.Subjects = nil
 	require.ErrorIs(t, missing.Provision(t.Context(), js), nats.ErrTopology, "a stream to create needs subjects")
-	require.ErrorIs(t, topo.Provision(t.Context(), nil), nats.ErrInvalidOptions)
+	require.ErrorIs(t, topo.Provision(t.Context(), nil), nats.ErrInvalidConfig)
 }
 
 // TestSubscribeChecksTheConsumer refuses consumers a Source cannot use.
@@ -104,7 +104,7 @@ func TestSubscribeChecksTheConsumer(t *testing.T) {
 		tp := topo
 		tp.Consumer = consumer
 		tp.DeadLetterSubject = nats.DeadLetterPrefix + "." + topo.Stream + ".x"
-		sub, err := nats.NewSubscriber(nc, nats.SubscriberOptions{Topology: tp, Logger: quiet})
+		sub, err := nats.NewSubscriber(nc, nats.SubscriberConfig{Topology: tp, Logger: quiet})
 		require.NoError(t, err)
 		src, err := sub.Subscribe(ctx)
 		if err == nil {
@@ -127,18 +127,18 @@ func TestSubscribeChecksTheConsumer(t *testing.T) {
 
 	tp := topo
 	tp.DeadLetterSubject = "nowhere." + topo.Stream
-	sub, err := nats.NewSubscriber(nc, nats.SubscriberOptions{Topology: tp, Logger: quiet})
+	sub, err := nats.NewSubscriber(nc, nats.SubscriberConfig{Topology: tp, Logger: quiet})
 	require.NoError(t, err)
 	_, err = sub.Subscribe(ctx)
 	assert.ErrorIs(t, err, nats.ErrTopology, "no stream captures the dead-letter subject")
 
 	tp.DeadLetterSubject, tp.Subjects = topo.Subjects[0], nil // NewSubscriber would see it
-	sub, err = nats.NewSubscriber(nc, nats.SubscriberOptions{Topology: tp, Logger: quiet})
+	sub, err = nats.NewSubscriber(nc, nats.SubscriberConfig{Topology: tp, Logger: quiet})
 	require.NoError(t, err)
 	_, err = sub.Subscribe(ctx)
 	assert.ErrorIs(t, err, nats.ErrTopology, "the dead-letter subject is the consumer's own stream's")
 
-	sub, err = nats.NewSubscriber(nc, nats.SubscriberOptions{Topology: topo, ProgressInterval: time.Hour, Logger: quiet})
+	sub, err = nats.NewSubscriber(nc, nats.SubscriberConfig{Topology: topo, ProgressInterval: time.Hour, Logger: quiet})
 	require.NoError(t, err)
 	_, err = sub.Subscribe(ctx)
 	assert.ErrorIs(t, err, nats.ErrTopology, "a progress interval longer than AckWait")
@@ -154,9 +154,9 @@ func TestLeaseOutlivesAckWait(t *testing.T) {
 	topo.AckWait = time.Second
 	provision(t, nc, topo)
 	env := envelope(t, topo.Subjects[0], "k", 1)
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{env}))
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{env}))
 
-	sub := newSubscriber(t, nc, topo, nats.SubscriberOptions{})
+	sub := newSubscriber(t, nc, topo, nats.SubscriberConfig{})
 	a := subscribe(t, sub)
 	m, err := a.Receive(t.Context())
 	require.NoError(t, err)
@@ -177,8 +177,8 @@ func TestRetryHonoursTheDelay(t *testing.T) {
 	nc := connect(t)
 	topo := topology(t, nc)
 	provision(t, nc, topo)
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{envelope(t, topo.Subjects[0], "", 1)}))
-	src := subscribe(t, newSubscriber(t, nc, topo, nats.SubscriberOptions{}))
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{envelope(t, topo.Subjects[0], "", 1)}))
+	src := subscribe(t, newSubscriber(t, nc, topo, nats.SubscriberConfig{}))
 
 	m, err := src.Receive(t.Context())
 	require.NoError(t, err)
@@ -200,8 +200,8 @@ func TestDeadLetterTerminates(t *testing.T) {
 	topo := topology(t, nc)
 	provision(t, nc, topo)
 	env := envelope(t, topo.Subjects[0], "k", 1)
-	require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{env}))
-	sub := newSubscriber(t, nc, topo, nats.SubscriberOptions{})
+	require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{env}))
+	sub := newSubscriber(t, nc, topo, nats.SubscriberConfig{})
 	src := subscribe(t, sub)
 	m, err := src.Receive(t.Context())
 	require.NoError(t, err)
@@ -240,7 +240,7 @@ func TestBareBody(t *testing.T) {
 	require.NoError(t, err)
 
 	got := make(chan events.Notification[orderPlaced], 1)
-	run := startConsumer(t, newSubscriber(t, nc, topo, nats.SubscriberOptions{}), nil,
+	run := startConsumer(t, newSubscriber(t, nc, topo, nats.SubscriberConfig{}), nil,
 		func(_ context.Context, ev events.Notification[orderPlaced]) error {
 			got <- ev
 			return nil
@@ -350,7 +350,7 @@ func TestConsumerDeleted(t *testing.T) {
 			require.NoError(t, err)
 			topo := topology(t, nc)
 			provision(t, nc, topo)
-			sub, err := nats.NewSubscriber(nc, nats.SubscriberOptions{Topology: topo, Provision: prov, Logger: quiet})
+			sub, err := nats.NewSubscriber(nc, nats.SubscriberConfig{Topology: topo, Provision: prov, Logger: quiet})
 			require.NoError(t, err)
 			src := subscribe(t, sub)
 			require.NoError(t, js.DeleteConsumer(t.Context(), topo.Stream, topo.Consumer))
@@ -369,7 +369,7 @@ func TestConsumerDeleted(t *testing.T) {
 				}
 			}
 			env := envelope(t, topo.Subjects[0], "k", 1)
-			require.NoError(t, newSender(t, nc, nats.SenderOptions{}).Send(t.Context(), []wire.Envelope{env}))
+			require.NoError(t, newSender(t, nc, nats.SenderConfig{}).Send(t.Context(), []wire.Envelope{env}))
 			for {
 				m, err := src.Receive(ctx)
 				if err != nil {

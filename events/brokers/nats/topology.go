@@ -34,7 +34,7 @@ const (
 // Stream, Consumer and DeadLetterSubject are what a [Subscriber] uses; the
 // other fields only matter to Provision. In production, create the streams
 // and the consumer with the nats CLI, Terraform or the application's own
-// migration step, and leave [SubscriberOptions.Provision] off.
+// migration step, and leave [SubscriberConfig.Provision] off.
 type Topology struct {
 	// Stream is the stream the consumer reads. Required.
 	Stream string
@@ -104,11 +104,11 @@ func (t Topology) withDefaults() Topology {
 }
 
 // Validate reports every problem with t at once, each matching
-// [ErrInvalidOptions].
+// [ErrInvalidConfig].
 func (t Topology) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
 	}
 	t = t.withDefaults()
 	if err := checkName(t.Stream); err != nil {
@@ -174,10 +174,10 @@ func (t Topology) deadLetterSubjects() []string {
 // is left as it is, not updated: Provision checks that the existing streams
 // capture the subjects t names, and [Subscriber.Subscribe] checks the
 // existing consumer. Errors about the server's objects match
-// [ErrTopology]; an invalid t, [ErrInvalidOptions].
+// [ErrTopology]; an invalid t, [ErrInvalidConfig].
 func (t Topology) Provision(ctx context.Context, js jetstream.JetStream) error {
 	if js == nil {
-		return fmt.Errorf("%w: nil JetStream", ErrInvalidOptions)
+		return fmt.Errorf("%w: nil JetStream", ErrInvalidConfig)
 	}
 	if err := t.Validate(); err != nil {
 		return err

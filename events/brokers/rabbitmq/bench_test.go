@@ -232,7 +232,7 @@ func consumeBench(b *testing.B, u string) (topo rabbitmq.Topology, fill, rawCons
 func BenchmarkReceive(b *testing.B) {
 	u := brokerURL(b)
 	topo, fill, rawConsume := consumeBench(b, u)
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: u, Topology: topo, Prefetch: benchPrefetch, Logger: quiet})
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: u, Topology: topo, Prefetch: benchPrefetch, Logger: quiet})
 	require.NoError(b, err)
 	receive := func() {
 		ctx := context.Background()
@@ -268,7 +268,7 @@ func BenchmarkReceive(b *testing.B) {
 func BenchmarkConsume(b *testing.B) {
 	u := brokerURL(b)
 	topo, fill, rawConsume := consumeBench(b, u)
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: u, Topology: topo, Prefetch: benchPrefetch, Logger: quiet})
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: u, Topology: topo, Prefetch: benchPrefetch, Logger: quiet})
 	require.NoError(b, err)
 	for _, handlers := range []int{8, 16} {
 		b.Run("handlers="+strconv.Itoa(handlers), func(b *testing.B) {

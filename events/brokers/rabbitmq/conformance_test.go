@@ -23,11 +23,11 @@ func rabbitTransport(t *testing.T, qt rabbitmq.QueueType) brokertest.Transport {
 			t.Helper()
 			topo, topic := testTopology("kit", qt)
 			provision(t, u, topo)
-			sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
+			sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{
 				URL: u, Topology: topo, Declare: true, Prefetch: 32, Logger: quiet,
 			})
 			require.NoError(t, err)
-			dead, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
+			dead, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{
 				URL: u, Topology: rabbitmq.Topology{Queue: sub.Topology().DeadLetterQueue, QueueType: qt}, Logger: quiet,
 			})
 			require.NoError(t, err)

@@ -36,7 +36,7 @@
 // are published together. Failures are reported per record
 // (outbox.BatchError): a message no queue takes comes back (basic.return)
 // and fails for good (*[ReturnedError], outbox.ErrPermanent), unless
-// [SenderOptions.AllowUnroutable]; a nack ([ErrNacked]) or a lost
+// [SenderConfig.AllowUnroutable]; a nack ([ErrNacked]) or a lost
 // connection ([ErrConnectionLost]) is transient. RabbitMQ has no publish
 // deduplication: a record sent again (by a relay after a crash, or after a
 // lost confirmation) is delivered again, and the consumer's inbox absorbs
@@ -50,7 +50,7 @@
 //
 // Each Source of a [Subscriber] consumes the queue on a connection of its
 // own, with manual acknowledgement and a prefetch of
-// [SubscriberOptions.Prefetch] (basic.qos). Messages are returned as
+// [SubscriberConfig.Prefetch] (basic.qos). Messages are returned as
 // brokers.Message values: Topic = the routing key the producer used, Key
 // and OrderKey = the "event-key" header, Headers = the producer's headers
 // as text (RabbitMQ's x-death, x-delivery-count, x-acquired-count and
@@ -110,8 +110,8 @@
 // the delivery channel): when it is lost, Receive returns an error
 // matching ErrConnectionLost once (transient: the runtime logs it and
 // calls Receive again after its backoff); the next Receive reconnects, at
-// once the first time and then spaced by [SubscriberOptions.Reconnect],
-// re-declares the topology if [SubscriberOptions.Declare] is set, and
+// once the first time and then spaced by [SubscriberConfig.Reconnect],
+// re-declares the topology if [SubscriberConfig.Declare] is set, and
 // consumes again. RabbitMQ requeues every message the lost connection
 // held; settling one of them returns an error matching ErrConnectionLost,
 // and it is delivered again. A queue that no longer exists, a refused
@@ -177,7 +177,7 @@
 //
 // # Development and tests
 //
-// [SubscriberOptions.Declare] and [SenderOptions.DeclareExchange] create
+// [SubscriberConfig.Declare] and [SenderConfig.DeclareExchange] create
 // what is missing on every connection; [Subscriber.Declare] does it once.
 // In production, turn them off and provision with your own tools, using
 // the names of [Topology] ([Topology.RetryQueue] names a delay queue).

@@ -40,7 +40,7 @@ func Example() {
 
 	// Producing: the relay sends what committed transactions wrote to the
 	// outbox, with routing key = the event's topic.
-	sender, err := rabbitmq.NewSender(rabbitmq.SenderOptions{URL: url, Exchange: "events"})
+	sender, err := rabbitmq.NewSender(rabbitmq.SenderConfig{URL: url, Exchange: "events"})
 	if err != nil {
 		panic(err)
 	}
@@ -52,7 +52,7 @@ func Example() {
 	}
 
 	// Consuming: the billing service's queue receives "orders.*".
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{
 		URL: url,
 		Topology: rabbitmq.Topology{
 			Queue:                "billing",
@@ -102,7 +102,7 @@ func Example() {
 // RabbitMQ has confirmed the event, or the error.
 func ExamplePublisher() {
 	ctx := context.Background()
-	sender, err := rabbitmq.NewSender(rabbitmq.SenderOptions{URL: os.Getenv("RABBITMQ_URL"), Exchange: "events"})
+	sender, err := rabbitmq.NewSender(rabbitmq.SenderConfig{URL: os.Getenv("RABBITMQ_URL"), Exchange: "events"})
 	if err != nil {
 		panic(err)
 	}

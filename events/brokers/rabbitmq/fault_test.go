@@ -31,7 +31,7 @@ func TestConnectionCutMidStream(t *testing.T) {
 	p := newProxy(t, u)
 	pu := proxied(t, p, u)
 
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{
 		URL: pu, Topology: topo, Declare: true, Prefetch: 32, Logger: quiet,
 		Reconnect: outbox.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond},
 	})

@@ -71,7 +71,7 @@ func testTopology(prefix string, qt rabbitmq.QueueType) (rabbitmq.Topology, stri
 // provision declares topo on the broker at u and deletes it when tb ends.
 func provision(tb testing.TB, u string, topo rabbitmq.Topology) *rabbitmq.Subscriber {
 	tb.Helper()
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: u, Topology: topo, Logger: quiet})
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: u, Topology: topo, Logger: quiet})
 	require.NoError(tb, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -118,7 +118,7 @@ func teardown(tb testing.TB, u string, topo rabbitmq.Topology) {
 // newSender returns a Sender to exchange, closed when tb ends.
 func newSender(tb testing.TB, u, exchange string) *rabbitmq.Sender {
 	tb.Helper()
-	s, err := rabbitmq.NewSender(rabbitmq.SenderOptions{URL: u, Exchange: exchange, Logger: quiet})
+	s, err := rabbitmq.NewSender(rabbitmq.SenderConfig{URL: u, Exchange: exchange, Logger: quiet})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { require.NoError(tb, s.Close(context.Background())) })
 	return s

@@ -27,7 +27,7 @@ func joined(t *testing.T, err error) []error {
 
 func TestNewSenderValidates(t *testing.T) {
 	t.Parallel()
-	_, err := rabbitmq.NewSender(rabbitmq.SenderOptions{
+	_, err := rabbitmq.NewSender(rabbitmq.SenderConfig{
 		AMQP:            amqp.Config{Recovery: &amqp.Recovery{}},
 		Channels:        -1,
 		DeclareExchange: true,
@@ -35,18 +35,18 @@ func TestNewSenderValidates(t *testing.T) {
 	errs := joined(t, err)
 	assert.Len(t, errs, 4, "URL, Recovery, Channels, DeclareExchange: %v", err)
 
-	_, err = rabbitmq.NewSender(rabbitmq.SenderOptions{URL: "http://secret@host/"})
+	_, err = rabbitmq.NewSender(rabbitmq.SenderConfig{URL: "http://secret@host/"})
 	require.ErrorIs(t, err, rabbitmq.ErrInvalidConfig)
 	assert.NotContains(t, err.Error(), "secret", "the URL is not repeated")
 
-	s, err := rabbitmq.NewSender(rabbitmq.SenderOptions{URL: defaultURL})
+	s, err := rabbitmq.NewSender(rabbitmq.SenderConfig{URL: defaultURL})
 	require.NoError(t, err, "the defaults are valid")
 	require.NotNil(t, s)
 }
 
 func TestNewSubscriberValidates(t *testing.T) {
 	t.Parallel()
-	_, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
+	_, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{
 		URL:      defaultURL,
 		Prefetch: 70000,
 		Topology: rabbitmq.Topology{
@@ -63,10 +63,10 @@ func TestNewSubscriberValidates(t *testing.T) {
 	// binding, two delays, QueueArgs, Prefetch, Reconnect.
 	assert.Len(t, errs, 10, "%v", err)
 
-	_, err = rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: defaultURL, Topology: rabbitmq.Topology{Queue: "q", DeadLetterQueue: "q"}})
+	_, err = rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: defaultURL, Topology: rabbitmq.Topology{Queue: "q", DeadLetterQueue: "q"}})
 	require.ErrorIs(t, err, rabbitmq.ErrInvalidConfig)
 
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: defaultURL, Topology: rabbitmq.Topology{Queue: "billing"}})
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: defaultURL, Topology: rabbitmq.Topology{Queue: "billing"}})
 	require.NoError(t, err)
 	topo := sub.Topology()
 	assert.Equal(t, rabbitmq.QueueQuorum, topo.QueueType)

@@ -16,7 +16,7 @@ import (
 	"github.com/gocqrs/cqrs/events/wire"
 )
 
-// DefaultChannels is the default of [SenderOptions.Channels].
+// DefaultChannels is the default of [SenderConfig.Channels].
 const DefaultChannels = 4
 
 // defaultCloseTimeout bounds a Close whose context has no deadline.
@@ -26,8 +26,8 @@ const defaultCloseTimeout = 5 * time.Second
 // message-id, correlation-id, type and content-type properties.
 const maxShortStr = 255
 
-// SenderOptions configures a [Sender].
-type SenderOptions struct {
+// SenderConfig configures a [Sender].
+type SenderConfig struct {
 	// URL is the broker's AMQP URI, "amqp://user:password@host:5672/vhost".
 	// Required.
 	URL string
@@ -61,7 +61,7 @@ type SenderOptions struct {
 // routing. It is safe for concurrent use; it starts no goroutine of its
 // own. Create it with [NewSender] and Close it when done.
 type Sender struct {
-	opts  SenderOptions
+	opts  SenderConfig
 	dial  dialer
 	log   *slog.Logger
 	slots chan struct{}
@@ -78,7 +78,7 @@ var _ outbox.Sender = (*Sender)(nil)
 
 // NewSender returns a Sender, or every problem with opts at once, each
 // matching [ErrInvalidConfig]. It does not connect: the first Send does.
-func NewSender(opts SenderOptions) (*Sender, error) {
+func NewSender(opts SenderConfig) (*Sender, error) {
 	d, errs := newDialer(opts.URL, opts.AMQP)
 	if opts.Channels == 0 {
 		opts.Channels = DefaultChannels

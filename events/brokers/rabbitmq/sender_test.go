@@ -107,7 +107,7 @@ func TestSendAllowUnroutable(t *testing.T) {
 	u := brokerURL(t)
 	topo, topic := testTopology("unroutable", rabbitmq.QueueClassic)
 	provision(t, u, topo)
-	s, err := rabbitmq.NewSender(rabbitmq.SenderOptions{URL: u, Exchange: topo.Exchange, AllowUnroutable: true, Logger: quiet})
+	s, err := rabbitmq.NewSender(rabbitmq.SenderConfig{URL: u, Exchange: topo.Exchange, AllowUnroutable: true, Logger: quiet})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close(context.Background())) }()
 	require.NoError(t, s.Send(t.Context(), []wire.Envelope{encode(t, topic+".unbound", "k", 1)}))
@@ -152,7 +152,7 @@ func TestSendMissingExchange(t *testing.T) {
 func TestSendAfterClose(t *testing.T) {
 	t.Parallel()
 	u := brokerURL(t)
-	s, err := rabbitmq.NewSender(rabbitmq.SenderOptions{URL: u, Exchange: unique("closed"), DeclareExchange: true, Logger: quiet})
+	s, err := rabbitmq.NewSender(rabbitmq.SenderConfig{URL: u, Exchange: unique("closed"), DeclareExchange: true, Logger: quiet})
 	require.NoError(t, err)
 	require.NoError(t, s.Close(context.Background()))
 	require.NoError(t, s.Close(context.Background()), "Close twice")

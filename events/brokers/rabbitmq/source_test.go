@@ -68,7 +68,7 @@ func TestSourceReconnects(t *testing.T) {
 	topo, topic := testTopology("reconnect", rabbitmq.QueueQuorum)
 	provision(t, u, topo)
 	p := newProxy(t, u)
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{
 		URL: proxied(t, p, u), Topology: topo, Logger: quiet,
 		Prefetch:  1, // nothing but the first message is buffered when the connection is cut
 		Reconnect: outbox.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
@@ -128,7 +128,7 @@ func TestSourceQueueDeleted(t *testing.T) {
 func TestSubscribeFails(t *testing.T) {
 	t.Parallel()
 	u := brokerURL(t)
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: u, Topology: rabbitmq.Topology{Queue: unique("absent")}, Logger: quiet})
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: u, Topology: rabbitmq.Topology{Queue: unique("absent")}, Logger: quiet})
 	require.NoError(t, err)
 	_, err = sub.Subscribe(t.Context())
 	require.ErrorContains(t, err, "NOT_FOUND")
@@ -136,7 +136,7 @@ func TestSubscribeFails(t *testing.T) {
 	p := newProxy(t, u)
 	down := proxied(t, p, u)
 	p.Close() // nothing listens there any more
-	sub, err = rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: down, Topology: rabbitmq.Topology{Queue: "q"}, Logger: quiet})
+	sub, err = rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: down, Topology: rabbitmq.Topology{Queue: "q"}, Logger: quiet})
 	require.NoError(t, err)
 	_, err = sub.Subscribe(t.Context())
 	require.Error(t, err)

@@ -16,12 +16,12 @@ import (
 	"github.com/gocqrs/cqrs/events/outbox"
 )
 
-// Defaults of [SubscriberOptions].
+// Defaults of [SubscriberConfig].
 const (
-	// DefaultPrefetch is the default of [SubscriberOptions.Prefetch].
+	// DefaultPrefetch is the default of [SubscriberConfig.Prefetch].
 	DefaultPrefetch = 64
 	// DefaultReconnectBase, DefaultReconnectMax and DefaultReconnectJitter
-	// make the default of [SubscriberOptions.Reconnect].
+	// make the default of [SubscriberConfig.Reconnect].
 	DefaultReconnectBase   = 100 * time.Millisecond
 	DefaultReconnectMax    = 30 * time.Second
 	DefaultReconnectJitter = 0.5
@@ -31,11 +31,11 @@ const (
 // delay queues again, from Receive.
 const redelayTimeout = 10 * time.Second
 
-// SubscriberOptions configures a [Subscriber].
-type SubscriberOptions struct {
+// SubscriberConfig configures a [Subscriber].
+type SubscriberConfig struct {
 	// URL is the broker's AMQP URI. Required.
 	URL string
-	// AMQP tunes the connections (see [SenderOptions.AMQP]); its Recovery
+	// AMQP tunes the connections (see [SenderConfig.AMQP]); its Recovery
 	// must be nil.
 	AMQP amqp.Config
 	// Topology is the subscription: its queue, bindings, dead-letter
@@ -65,7 +65,7 @@ type SubscriberOptions struct {
 // process or many, share its messages (competing consumers), unless
 // Topology.SingleActiveConsumer is set. Create it with [NewSubscriber].
 type Subscriber struct {
-	opts SubscriberOptions
+	opts SubscriberConfig
 	dial dialer
 	log  *slog.Logger
 }
@@ -74,7 +74,7 @@ var _ brokers.Subscriber = (*Subscriber)(nil)
 
 // NewSubscriber returns a Subscriber, or every problem with opts at once,
 // each matching [ErrInvalidConfig]. It does not connect.
-func NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
+func NewSubscriber(opts SubscriberConfig) (*Subscriber, error) {
 	d, errs := newDialer(opts.URL, opts.AMQP)
 	opts.Topology = opts.Topology.withDefaults()
 	errs = append(errs, opts.Topology.validate()...)
@@ -105,7 +105,7 @@ func NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 func (s *Subscriber) Topology() Topology { return s.opts.Topology.withDefaults() }
 
 // Subscribe implements brokers.Subscriber: it connects, declares the
-// topology if [SubscriberOptions.Declare] is set, and starts consuming. It
+// topology if [SubscriberConfig.Declare] is set, and starts consuming. It
 // fails if the broker cannot be reached or the queue does not exist.
 func (s *Subscriber) Subscribe(ctx context.Context) (brokers.Source, error) {
 	sess, err := s.open(ctx)
@@ -240,7 +240,7 @@ type source struct {
 
 // Receive implements brokers.Source. After the connection is lost it
 // returns an error matching [ErrConnectionLost] (transient); the next call
-// reconnects, at once the first time and then after [SubscriberOptions.Reconnect]
+// reconnects, at once the first time and then after [SubscriberConfig.Reconnect]
 // backoffs, returning the error of each failed attempt. It returns an
 // error matching outbox.ErrPermanent if the queue no longer exists (and
 // Declare is off), access is refused, or the topology conflicts with the

@@ -60,7 +60,7 @@ type Binding struct {
 // Topology is what one subscription needs on the broker: the consumer's
 // queue and its bindings, the dead-letter exchange and queue, and the delay
 // queues of delayed retries. [Subscriber.Declare] (or
-// [SubscriberOptions.Declare]) creates it, idempotently.
+// [SubscriberConfig.Declare]) creates it, idempotently.
 //
 // Each delay queue, Queue + ".retry." + delay, is a durable classic queue
 // with x-message-ttl set to its delay and the default exchange, routing key
