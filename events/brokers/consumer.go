@@ -127,7 +127,8 @@ func (c *Consumer) Counters() Counters {
 }
 
 // Run subscribes, then receives and handles messages until ctx is done,
-// and returns nil; or returns the error of Subscribe, or a Source error
+// and returns nil (also when ctx is done before Subscribe returned); or
+// returns the error of Subscribe, or a Source error
 // matching [ErrClosed] or outbox.ErrPermanent, after stopping as below. It
 // returns [ErrRunning] at once if the consumer is already running; it may
 // be run again after it returned (a restart: it subscribes again).
@@ -155,6 +156,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	if err == nil && registry.IsNil(src) {
 		err = errors.New("Subscribe returned a nil Source")
+	}
+	if err != nil && ctx.Err() != nil {
+		// Stopped before it started: not a failure.
+		if !registry.IsNil(src) {
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.SettleTimeout)
+			defer cancel()
+			_ = safe(func() error { return src.Close(closeCtx) })
+		}
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("brokers: consumer %q: subscribe: %w", c.cfg.Name, err)

@@ -182,6 +182,28 @@ func TestSubscribeFailure(t *testing.T) {
 	require.ErrorIs(t, c.Run(t.Context()), errBoom)
 }
 
+// A consumer stopped while it subscribes has not failed: Run returns nil,
+// as it does for a stop at any later moment.
+func TestStopWhileSubscribingIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	b := brokers.NewMemoryBroker()
+	c, err := brokers.NewConsumer(b.Subscriber(brokers.MemorySubscription{Topic: "orders", Group: "g"}), newDecoder(t),
+		func(context.Context, events.Event) error { return nil }, testConfig())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	require.NoError(t, c.Run(ctx), "the memory subscriber fails Subscribe with ctx's error")
+
+	failing, err := brokers.NewConsumer(brokers.SubscriberFunc(func(ctx context.Context) (brokers.Source, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}), newDecoder(t), func(context.Context, events.Event) error { return nil }, testConfig())
+	require.NoError(t, err)
+	ctx, cancel = context.WithCancel(t.Context())
+	go cancel()
+	require.NoError(t, failing.Run(ctx))
+}
+
 func TestReceiveErrorsAreRetried(t *testing.T) {
 	t.Parallel()
 	s := newFakeSettler()

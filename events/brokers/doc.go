@@ -105,7 +105,8 @@
 // # When calls return, and cancellation
 //
 // [Consumer.Run] subscribes ([Subscriber.Subscribe]) and returns its error
-// at once if it fails. It then runs until ctx is done, and returns nil; or
+// at once if it fails, unless ctx is done by then: stopped before it
+// started, Run returns nil. It then runs until ctx is done, and returns nil; or
 // until the Source fails for good (an error matching [ErrClosed] or
 // outbox.ErrPermanent), and returns that error. Transient Receive errors are
 // logged, counted and retried with backoff. Stopping, in both cases:
