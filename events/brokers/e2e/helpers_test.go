@@ -18,49 +18,35 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gocqrs/cqrs/events/brokers/rabbitmq"
+	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
 // Environment variables naming the services.
 const (
 	postgresEnv = "CQRS_POSTGRES_URL"
 	rabbitEnv   = "RABBITMQ_URL"
+	natsEnv     = "NATS_URL"
+	// kafkaEnv names a real cluster; the tests here fault an in-process
+	// kfake cluster of their own, and are skipped when it is set.
+	kafkaEnv = "KAFKA_BROKERS"
 
 	defaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	defaultRabbitURL   = "amqp://guest:guest@127.0.0.1:5672/"
+	defaultNATSURL     = "nats://127.0.0.1:4222"
 )
 
 // Environment variables of the helper processes.
 const (
-	roleEnv     = "E2E_ROLE" // "relay" or "consumer"; unset in the parent
-	schemaEnv   = "E2E_SCHEMA"
-	exchangeEnv = "E2E_EXCHANGE"
-	queueEnv    = "E2E_QUEUE"
-	ownerEnv    = "E2E_OWNER"
+	roleEnv   = "E2E_ROLE" // "relay" or "consumer"; unset in the parent
+	schemaEnv = "E2E_SCHEMA"
+	ownerEnv  = "E2E_OWNER"
 )
 
-func postgresURL() string {
-	if u := os.Getenv(postgresEnv); u != "" {
-		return u
-	}
-	return defaultPostgresURL
-}
+func postgresURL() string { return testenv.URL(postgresEnv, defaultPostgresURL) }
 
-func rabbitURL() string {
-	if u := os.Getenv(rabbitEnv); u != "" {
-		return u
-	}
-	return defaultRabbitURL
-}
+func rabbitURL() string { return testenv.URL(rabbitEnv, defaultRabbitURL) }
 
-// unavailable skips tb because a service cannot be reached, or fails it
-// when CI is set: CI must run these tests.
-func unavailable(tb testing.TB, env, def string, err error) {
-	tb.Helper()
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("%s is unreachable, and CI is set (set %s; default %s): %v", env, env, def, err)
-	}
-	tb.Skipf("service unreachable (set %s; default %s): %v", env, def, err)
-}
+func natsURL() string { return testenv.URL(natsEnv, defaultNATSURL) }
 
 // openPool opens a pgx pool on the test database with at most maxConns
 // connections.
@@ -83,13 +69,19 @@ func openPool(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// testPool returns a pool on the test database, closed when tb ends, or
-// skips tb.
+// testPool returns a pool of 8 connections on the test database, closed
+// when tb ends, or skips tb.
 func testPool(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
-	pool, err := openPool(context.Background(), 8)
+	return testPoolOf(tb, 8)
+}
+
+// testPoolOf is testPool with at most maxConns connections.
+func testPoolOf(tb testing.TB, maxConns int32) *pgxpool.Pool {
+	tb.Helper()
+	pool, err := openPool(context.Background(), maxConns)
 	if err != nil {
-		unavailable(tb, postgresEnv, defaultPostgresURL, err)
+		testenv.Unavailable(tb, "PostgreSQL", postgresEnv, defaultPostgresURL, err)
 	}
 	tb.Cleanup(pool.Close)
 	return pool
@@ -102,7 +94,7 @@ func testBroker(tb testing.TB) string {
 	u := rabbitURL()
 	conn, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
-		unavailable(tb, rabbitEnv, defaultRabbitURL, err)
+		testenv.Unavailable(tb, "RabbitMQ", rabbitEnv, defaultRabbitURL, err)
 	}
 	_ = conn.Close()
 	return u
@@ -137,7 +129,7 @@ func newSchema(tb testing.TB, pool *pgxpool.Pool) string {
 // provision declares topo on the broker at u and deletes it when tb ends.
 func provision(tb testing.TB, u string, topo rabbitmq.Topology) rabbitmq.Topology {
 	tb.Helper()
-	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberOptions{URL: u, Topology: topo, Logger: quiet})
+	sub, err := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: u, Topology: topo, Logger: quiet})
 	require.NoError(tb, err)
 	topo = sub.Topology()
 	tb.Cleanup(func() { teardown(tb, u, topo) })
@@ -218,8 +210,7 @@ func startChild(tb testing.TB, role, owner string, env ...string) *child {
 	c := &child{name: owner}
 	c.cmd = exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v=false")
 	c.cmd.Env = append(os.Environ(), append(env,
-		roleEnv+"="+role, ownerEnv+"="+owner,
-		postgresEnv+"="+postgresURL(), rabbitEnv+"="+rabbitURL())...)
+		roleEnv+"="+role, ownerEnv+"="+owner, postgresEnv+"="+postgresURL())...)
 	c.cmd.Stdout = c
 	c.cmd.Stderr = os.Stderr
 	stdin, err := c.cmd.StdinPipe()
