@@ -163,7 +163,10 @@ type SubscriberConfig struct {
 	Ordering Ordering
 	// MaxPollRecords is how many records a Source takes from the client at
 	// a time (default [DefaultMaxPollRecords]); they wait in the Source
-	// until Receive returns them.
+	// until Receive returns them, partitions in turn. When those left all
+	// come from one partition, the Source also takes every record the
+	// client has already fetched (its memory holds them anyway), so that
+	// the runtime has several partitions to work on at once.
 	MaxPollRecords int
 	// CommitInterval is the least time between two offset commits of a
 	// Source. 0 (the default) commits as soon as an Ack advances a

@@ -203,10 +203,14 @@ type source struct {
 	// Close's.
 	commitMu sync.Mutex
 
-	mu       sync.Mutex
-	closed   bool
-	parts    map[int32]*partition
-	buf      []*entry // polled and not returned, in poll order
+	mu     sync.Mutex
+	closed bool
+	parts  map[int32]*partition
+	buf    []*entry // polled and not returned, partitions in turn
+	// toppedUp is set once buf, left with one partition's records, was
+	// topped up with what the client had buffered; a blocking poll resets
+	// it.
+	toppedUp bool
 	due      []*entry // retried, waiting for their time
 	fetchErr error    // a fetch error, reported once buf is empty
 	connErr  error    // a failed connection, reported once buf is empty
@@ -244,6 +248,17 @@ func (s *source) Receive(ctx context.Context) (brokers.Message, error) {
 			s.mu.Unlock()
 			return m, nil
 		}
+		if len(s.buf) > 0 && s.onePartitionLocked() && !s.toppedUp {
+			// A poll returns at most MaxPollRecords, often all from one
+			// partition while the client holds records of others: take
+			// those too, so that the runtime has more than one partition
+			// to work on at once.
+			s.toppedUp = true
+			s.mu.Unlock()
+			s.absorb(s.cl.PollRecords(nil, 0)) //nolint:staticcheck // franz-go: a nil context returns what is buffered, without waiting
+			s.cl.AllowRebalance()
+			continue
+		}
 		if len(s.buf) > 0 {
 			e := s.buf[0]
 			s.buf[0] = nil
@@ -273,6 +288,7 @@ func (s *source) Receive(ctx context.Context) (brokers.Message, error) {
 			pollCtx, cancel = context.WithCancel(ctx)
 		}
 		s.wakePoll = cancel
+		s.toppedUp = false
 		s.mu.Unlock()
 
 		fetches := s.cl.PollRecords(pollCtx, s.cfg.MaxPollRecords)
@@ -349,8 +365,52 @@ func (s *source) absorb(fetches kgo.Fetches) {
 		next++
 		e.p, e.rec, e.attempt = p, r, 1
 		p.window = append(p.window, e)
-		s.buf = append(s.buf, e)
 	})
+	if next > 0 {
+		s.buf = interleave(s.buf, ents)
+	}
+}
+
+// onePartitionLocked reports whether the records at the head of buf, the
+// next to be returned, all come from one partition (buf holds partitions
+// in turn, so two partitions among the first two records mean more).
+func (s *source) onePartitionLocked() bool {
+	return len(s.buf) < 2 || s.buf[0].p == s.buf[1].p
+}
+
+// interleave returns buf and ents in one sequence that takes one record of
+// each partition in turn, each partition's records in their order (buf's
+// before ents'). A poll returns the records partition after partition:
+// handed out in that order, they would fill the consumer's in-flight
+// window with one partition, whose records are handled one at a time, and
+// leave every other handler idle.
+func interleave(buf []*entry, ents []entry) []*entry {
+	var groups [][]*entry
+	add := func(e *entry) {
+		j := slices.IndexFunc(groups, func(g []*entry) bool { return g[0].p == e.p })
+		if j < 0 {
+			groups = append(groups, nil)
+			j = len(groups) - 1
+		}
+		groups[j] = append(groups[j], e)
+	}
+	for _, e := range buf {
+		add(e)
+	}
+	for i := range ents {
+		add(&ents[i])
+	}
+	if len(groups) == 1 {
+		return groups[0]
+	}
+	buf = buf[:0]
+	for i := 0; len(groups) > 0; i++ {
+		groups = slices.DeleteFunc(groups, func(g []*entry) bool { return i >= len(g) })
+		for _, g := range groups {
+			buf = append(buf, g[i])
+		}
+	}
+	return buf
 }
 
 // popDueLocked removes and returns the retried entry due first at now, the
