@@ -122,7 +122,7 @@ func (i *Inbox) Record(ctx context.Context, consumer string, id uuid.UUID) (bool
 	var n int64
 	err := do(ctx, func(q querier) error {
 		var err error
-		n, err = q.exec(ctx, i.q.record, consumer, id, i.clock.Now())
+		n, err = q.exec(ctx, i.q.record, consumer, pgUUID(id), i.clock.Now())
 		return err
 	})
 	if err != nil {
@@ -140,7 +140,7 @@ func (i *Inbox) Seen(ctx context.Context, consumer string, id uuid.UUID) (bool, 
 		return false, nil
 	}
 	var seen bool
-	err := i.db.q().query(ctx, i.q.seen, []any{consumer, id}, func(scan func(...any) error) error {
+	err := i.db.q().query(ctx, i.q.seen, []any{consumer, pgUUID(id)}, func(scan func(...any) error) error {
 		return scan(&seen)
 	})
 	if err != nil {

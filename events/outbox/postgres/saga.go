@@ -314,8 +314,18 @@ func textErr(field, v string) error {
 }
 
 // pgUUID returns id as pgx encodes a uuid directly (a uuid.UUID would go
-// through its driver.Valuer, a string).
+// through its driver.Valuer: pgx fails a binary encoding, builds an error,
+// then writes a string the server parses).
 func pgUUID(id uuid.UUID) [16]byte { return id }
+
+// pgUUIDs is [pgUUID] for an array.
+func pgUUIDs(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
 
 // nonNil returns b, or an empty slice for nil: state is NOT NULL.
 func nonNil(b []byte) []byte {

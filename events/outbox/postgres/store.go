@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/gocqrs/cqrs/events/outbox"
 	"github.com/gocqrs/cqrs/events/wire"
@@ -385,10 +386,10 @@ func (s *Store) insertArgs(now time.Time, envs []wire.Envelope) (string, []any, 
 	)
 	if n == 1 {
 		query = s.q.addOne[notify]
-		args = []any{now, ids[0], names[0], topics[0], keys[0], times[0], corrs[0], causes[0], types[0], headers[0], payloads[0]}
+		args = []any{now, pgUUID(ids[0]), names[0], topics[0], keys[0], times[0], corrs[0], causes[0], types[0], headers[0], payloads[0]}
 	} else {
 		query = s.q.addMany[notify]
-		args = []any{now, ids, names, topics, keys, times, corrs, causes, types, headers, payloads}
+		args = []any{now, pgUUIDs(ids), names, topics, keys, times, corrs, causes, types, headers, payloads}
 	}
 	if s.notify {
 		args = append(args, s.channel)
@@ -435,14 +436,16 @@ func scanRow(scan func(dest ...any) error) (outbox.Row, error) {
 		headers                       []byte
 		state, attempts               int64
 		addedAt, nextAttemptAt        time.Time
+		id                            pgtype.UUID // read natively by pgx, from text by database/sql
 	)
 	e := &r.Envelope
-	err := scan(&r.Seq, &e.ID, &e.Name, &e.Topic, &e.Key, &eventTime, &e.CorrelationID, &e.CausationID,
+	err := scan(&r.Seq, &id, &e.Name, &e.Topic, &e.Key, &eventTime, &e.CorrelationID, &e.CausationID,
 		&e.ContentType, &headers, &e.Payload, &state, &attempts, &r.LastError, &addedAt, &nextAttemptAt,
 		&leaseOwner, &leaseUntil, &sentAt)
 	if err != nil {
 		return r, err
 	}
+	e.ID = id.Bytes
 	if eventTime != nil {
 		e.Timestamp = eventTime.UTC()
 	}
@@ -503,11 +506,11 @@ func (s *Store) Claim(ctx context.Context, owner string, limit int, lease time.D
 func (s *Store) held(ctx context.Context, op, query, owner string, ids []uuid.UUID, args ...any) error {
 	applied := make(map[uuid.UUID]struct{}, len(ids))
 	err := s.db.q().query(ctx, query, args, func(scan func(...any) error) error {
-		var id uuid.UUID
+		var id pgtype.UUID
 		if err := scan(&id); err != nil {
 			return err
 		}
-		applied[id] = struct{}{}
+		applied[id.Bytes] = struct{}{}
 		return nil
 	})
 	if err != nil {
@@ -537,7 +540,7 @@ func (s *Store) MarkSent(ctx context.Context, owner string, ids ...uuid.UUID) er
 	if len(ids) == 0 {
 		return nil
 	}
-	return s.held(ctx, "mark sent", s.q.markSent, owner, ids, owner, ids, s.clock.Now())
+	return s.held(ctx, "mark sent", s.q.markSent, owner, ids, owner, pgUUIDs(ids), s.clock.Now())
 }
 
 // MarkFailed implements [outbox.Claimer]. The error text is stored with
@@ -574,7 +577,7 @@ func (s *Store) MarkFailed(ctx context.Context, owner string, failures ...outbox
 		nexts = append(nexts, now.Add(f.Delay))
 		dead = append(dead, f.Dead)
 	}
-	err := s.held(ctx, "mark failed", s.q.markFailed, owner, ids, owner, ids, texts, nexts, dead)
+	err := s.held(ctx, "mark failed", s.q.markFailed, owner, ids, owner, pgUUIDs(ids), texts, nexts, dead)
 	if len(dups) == 0 {
 		return err
 	}
@@ -603,7 +606,7 @@ func (s *Store) Release(ctx context.Context, owner string, ids ...uuid.UUID) err
 	if len(ids) == 0 {
 		return nil
 	}
-	return s.held(ctx, "release", s.q.release, owner, ids, owner, ids, s.channel)
+	return s.held(ctx, "release", s.q.release, owner, ids, owner, pgUUIDs(ids), s.channel)
 }
 
 // Get implements [outbox.Admin].
@@ -675,7 +678,7 @@ func (s *Store) Requeue(ctx context.Context, ids ...uuid.UUID) (int64, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	return s.count(ctx, "requeue", s.q.requeue, s.clock.Now(), ids, s.channel)
+	return s.count(ctx, "requeue", s.q.requeue, s.clock.Now(), pgUUIDs(ids), s.channel)
 }
 
 // RequeueAllDead implements [outbox.Admin]. It sends a NOTIFY when it
@@ -696,7 +699,7 @@ func (s *Store) DeleteDead(ctx context.Context, ids ...uuid.UUID) (int64, error)
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	return s.count(ctx, "delete dead", s.q.deleteDead, ids, s.channel)
+	return s.count(ctx, "delete dead", s.q.deleteDead, pgUUIDs(ids), s.channel)
 }
 
 // DeleteSent implements [outbox.Admin]: the rows sent longest ago go
