@@ -226,3 +226,30 @@ func (p *Proxy) Close() {
 	p.Cut()
 	p.wg.Wait()
 }
+
+// Listen is a listen function for a server embedded in the test that
+// advertises its own address to clients (kfake's ListenFn): the server
+// listens on network and address as asked, the proxy forwards to that
+// listener, and the listener reports the proxy's address as its own, so
+// clients that learn the server's address from the server come back
+// through the proxy.
+func (p *Proxy) Listen(network, address string) (net.Listener, error) {
+	front, err := net.ResolveTCPAddr("tcp", p.Addr())
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	p.SetTarget(ln.Addr().String())
+	return advertised{Listener: ln, addr: front}, nil
+}
+
+// advertised is a listener that reports another address.
+type advertised struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (a advertised) Addr() net.Addr { return a.addr }

@@ -127,6 +127,33 @@ func TestProxyForwardsCutsRefusesAndHolds(t *testing.T) {
 	require.Equal(t, 1, p.Refused())
 }
 
+// A server listening through Listen is reached through the proxy, and
+// reports the proxy's address.
+func TestProxyListen(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewProxy(t, "")
+	ln, err := p.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.Equal(t, p.Addr(), ln.Addr().String())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer func() { _ = ln.Close() }()
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = c.Close() }()
+		_, _ = c.Write([]byte("hello\n"))
+	})
+	c, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer func() { _ = c.Close() }()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", line)
+}
+
 func TestURL(t *testing.T) {
 	t.Setenv("TESTENV_URL", "")
 	require.Equal(t, "def", testenv.URL("TESTENV_URL", "def"))

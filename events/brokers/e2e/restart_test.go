@@ -98,7 +98,7 @@ func TestBrokerRestart(t *testing.T) {
 		t.Parallel()
 		testPool(t)
 		px := testenv.NewProxy(t, "")
-		ep := kafkaEndpoint(t, 0, kfake.ListenFn(behind(px)))
+		ep := kafkaEndpoint(t, 0, kfake.ListenFn(px.Listen))
 		require.Equal(t, px.Addr(), ep.URL, "kfake advertises the proxy")
 		cutRun(t, px, ep)
 	})

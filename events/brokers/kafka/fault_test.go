@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"strconv"
 	"testing"
@@ -24,34 +23,6 @@ import (
 	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
-// advertised is a listener reporting another address: kfake advertises its
-// listener's address in metadata, so a broker listening on a port of its
-// own that advertises the proxy's address brings clients that learn it
-// from metadata back through the proxy.
-type advertised struct {
-	net.Listener
-	addr net.Addr
-}
-
-func (a advertised) Addr() net.Addr { return a.addr }
-
-// behind returns a kfake.ListenFn: the broker listens on a loopback port
-// of its own, which becomes p's target, and advertises p.
-func behind(p *testenv.Proxy) func(network, address string) (net.Listener, error) {
-	return func(network, address string) (net.Listener, error) {
-		front, err := net.ResolveTCPAddr("tcp", p.Addr())
-		if err != nil {
-			return nil, err
-		}
-		ln, err := net.Listen(network, address)
-		if err != nil {
-			return nil, err
-		}
-		p.SetTarget(ln.Addr().String())
-		return advertised{Listener: ln, addr: front}, nil
-	}
-}
-
 // The connections to the broker are cut several times, and the broker is
 // unreachable for a while, as events flow from a Sender to a Consumer:
 // every event is handled, once (the inbox absorbs redeliveries), in order
@@ -62,7 +33,7 @@ func TestConnectionLoss(t *testing.T) {
 		t.Skipf("cuts connections to an in-process kfake broker; %s is set", brokersEnv)
 	}
 	p := testenv.NewProxy(t, "")
-	c := newCluster(t, kfake.ListenFn(behind(p)))
+	c := newCluster(t, kfake.ListenFn(p.Listen))
 	require.Equal(t, []string{p.Addr()}, c.brokers, "kfake advertises the proxy")
 	// Reconnect, and refresh the metadata after failures, quickly: the test
 	// waits for it.
