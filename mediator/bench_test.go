@@ -2,6 +2,8 @@ package mediator_test
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 
 	"golang.org/x/sync/errgroup"
@@ -105,15 +107,36 @@ func BenchmarkSend(b *testing.B) {
 	})
 }
 
-// BenchmarkSendEvents: a handler emits 4 events, one no-op handler each.
+// benchEmitHandlerValue returns the emitting handler behind an interface,
+// as benchQueryHandlerValue does.
+//
+//go:noinline
+func benchEmitHandlerValue(evs []events.Event) requests.Handler[benchEmit, int] {
+	return benchEmitHandler{evs: evs}
+}
+
+// benchNoopValue returns a no-op event handler behind an interface, as
+// benchQueryHandlerValue does.
+//
+//go:noinline
+func benchNoopValue() events.Handler[benchEvent] { return benchNoop{} }
+
+// BenchmarkSendEvents: a handler emits 4 events, one no-op handler each. The
+// direct floor calls the request handler through an interface, then the
+// event handler for each event it returned.
 func BenchmarkSendEvents(b *testing.B) {
 	ctx := context.Background()
 	evs := []events.Event{benchEvent{1}, benchEvent{2}, benchEvent{3}, benchEvent{4}}
-	var h events.Handler[benchEvent] = benchNoop{}
-	b.Run("baseline=plain-loop", func(b *testing.B) {
+	h := benchNoopValue()
+	b.Run("baseline=direct", func(b *testing.B) {
+		rh := benchEmitHandlerValue(evs)
 		b.ReportAllocs()
 		for b.Loop() {
-			for _, e := range evs {
+			_, got, err := rh.Handle(ctx, benchEmit{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, e := range got {
 				ev, _ := e.(benchEvent)
 				if _, err := h.Handle(ctx, ev); err != nil {
 					b.Fatal(err)
@@ -177,13 +200,37 @@ func BenchmarkEventMediator(b *testing.B) {
 			}
 		}
 	})
-	b.Run("sequential", func(b *testing.B) {
-		em := benchMediator(b, 4, bootstrap.WithConcurrentEventHandling(false)).Events()
+	b.Run("baseline=waitgroup-goroutine-per-handler", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := em.Send(ctx, ev); err != nil {
+			var wg sync.WaitGroup
+			var errs [4]error
+			for i, h := range hs {
+				wg.Go(func() {
+					e, _ := ev.(benchEvent)
+					_, errs[i] = h.Handle(ctx, e)
+				})
+			}
+			wg.Wait()
+			if err := errors.Join(errs[:]...); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
+	run := func(name string, opts ...bootstrap.Option) {
+		b.Run(name, func(b *testing.B) {
+			em := benchMediator(b, 4, opts...).Events()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := em.Send(ctx, ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	run("sequential", bootstrap.WithConcurrentEventHandling(false))
+	// One event, its handlers in bind order: a single unit of work.
+	run("parallel-limit-4-serial-order", bootstrap.WithMaxConcurrentEventHandlers(4))
+	run("parallel-limit-4-parallel-order", bootstrap.WithMaxConcurrentEventHandlers(4),
+		bootstrap.WithEventHandlerOrder(mediator.Parallel))
 }

@@ -42,8 +42,8 @@
 //     running when Send returns, and Send starts no goroutine that outlives
 //     it.
 //
-// A Send whose handler emits no event costs a map lookup and a few calls; it
-// allocates nothing of its own and starts no goroutine. Typed middleware adds
+// A Send whose handler emits no event costs a table lookup and a few calls;
+// it allocates nothing of its own and starts no goroutine. Typed middleware adds
 // no allocation; global middleware sees the request and the response as any,
 // which allocates for values larger than a pointer.
 //
@@ -96,8 +96,7 @@
 // mediator. Events deeper than Config.MaxEventDepth (default 16) are not
 // dispatched; each is reported as a *DepthError matching ErrMaxDepth. A
 // cycle of events therefore ends, whatever path it takes. A context kept by
-// a handler past its invocation reports the depth its dispatch had reached,
-// never less.
+// a handler past its invocation reports the depth of that handler's events.
 //
 // An event whose type has no handler and that is not a notification event is
 // logged at Warn level and otherwise ignored: emitting a fact nobody listens
@@ -206,8 +205,11 @@
 // So at most N invocations hold slots at once; beyond them, only the
 // invocations that lent their slot to a nested call, which wait for it or
 // run beside it, are in flight. A mediator-wide limit costs one small
-// allocation per invocation (the loan); without one, a dispatch allocates one
-// context for all its handlers.
+// allocation per invocation (the loan). Without one, the handlers of a
+// dispatch share one context (48 bytes). A dispatch started outside any
+// event handler with the same context as the last such dispatch of the
+// mediator reuses that one and allocates nothing: a consumer, a loop or a
+// benchmark that sends with one context pays it once.
 //
 // # Handler names
 //

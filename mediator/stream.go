@@ -33,7 +33,7 @@ func DefaultStreamingConfig() Config {
 // consumer. Build one with bootstrap.Streaming (or [NewStreaming]); use it
 // with [Stream]. It is safe for concurrent use.
 type StreamingRequestMediator struct {
-	handlers map[typeid.ID]any // *registry.Stream[Req, Res] by typeid.Of[Req]
+	handlers *typeid.Table[any] // *registry.Stream[Req, Res] by typeid.Of[Req]
 	engine   *engine.Engine
 	failFast bool
 	log      *slog.Logger
@@ -115,7 +115,12 @@ func Stream[Req requests.Request[Res], Res any](ctx context.Context, m *Streamin
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		s := streamRun[Res]{failFast: m.failFast, cancel: cancel, yield: yield}
-		err = s.run(func() error { return h.Stream(sctx, req, s.item) }, h.Name)
+		if d := h.Direct; d != nil {
+			s.ctx, s.dispatch = sctx, h.Dispatch
+			err = s.run(func() error { return runDirect(&s, d, req) }, h.Name)
+		} else {
+			err = s.run(func() error { return h.Stream(sctx, req, s.item) }, h.Name)
+		}
 		switch {
 		case s.stopped:
 			var pe *engine.PanicError
@@ -139,7 +144,7 @@ func lookupStream[Req requests.Request[Res], Res any](ctx context.Context, m *St
 	if ctx == nil {
 		return nil, ErrNilContext
 	}
-	b, ok := m.handlers[typeid.Of[Req]()]
+	b, ok := m.handlers.Get(typeid.Of[Req]())
 	if !ok {
 		return nil, fmt.Errorf("%w for stream request %v", ErrHandlerNotFound, reflect.TypeFor[Req]())
 	}
@@ -163,6 +168,46 @@ type streamRun[Res any] struct {
 	yield      func(Res, error) bool
 	stopped    bool // the consumer will receive nothing more
 	inConsumer bool // the consumer's loop body is running
+
+	// For a handler run directly (registry.Stream.Direct): the handler's
+	// context, the dispatch of its events, and the error that ended the
+	// stream when that context was done before an item.
+	ctx       context.Context
+	dispatch  func(context.Context, []any) error
+	cancelled error
+}
+
+// runDirect runs d, a stream handler bound with no middleware, doing what
+// the pipeline of package requests does around a handler: each item's
+// events are dispatched before the item is delivered, nothing produced after
+// the context is done is dispatched or delivered, and the events returned
+// after the last item are dispatched unless the stream ended early.
+func runDirect[Req, Res any](s *streamRun[Res], d registry.StreamHandler[Req, Res], req Req) error {
+	late, err := d.Stream(s.ctx, req, s.each)
+	switch {
+	case s.cancelled != nil:
+		return s.cancelled
+	case err != nil || s.stopped || len(late) == 0:
+		return err
+	case s.ctx.Err() != nil:
+		return s.ctx.Err()
+	}
+	return s.dispatch(s.ctx, late)
+}
+
+// each receives each item from a handler run directly, with its events.
+func (s *streamRun[Res]) each(v Res, evs []any) bool {
+	if s.stopped || s.cancelled != nil {
+		return false
+	}
+	if err := s.ctx.Err(); err != nil {
+		s.cancelled = err
+		return false
+	}
+	if len(evs) == 0 {
+		return s.deliver(v, nil, false) // as item does, one call fewer
+	}
+	return s.item(v, s.dispatch(s.ctx, evs))
 }
 
 // item receives each item from the pipeline, after its events were

@@ -170,11 +170,15 @@ func build[Req Request[Res], Res any](h Handler[Req, Res], kind string, hs []any
 		return registry.Built{}, err
 	}
 	b.Middleware = names
-	b.Value = &registry.Request[Req, Res]{
+	r := &registry.Request[Req, Res]{
 		Name:      info.Handler,
 		Handle:    f,
 		Nilable:   registry.Nilable(info.Request),
 		PanicSite: globalSite(names[:len(p.Global)]),
 	}
+	if _, isPlain := h.(plain[Req, Res]); !isPlain && len(p.Global) == 0 && len(p.Typed) == 0 && p.Capture == nil {
+		r.Direct, r.Dispatch = h, p.Dispatch
+	}
+	b.Value = r
 	return b, nil
 }

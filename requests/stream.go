@@ -55,15 +55,19 @@ func buildStream[Req Request[Res], Res any](h StreamHandler[Req, Res], p registr
 	if err != nil {
 		return registry.Built{}, err
 	}
+	v := &registry.Stream[Req, Res]{
+		Name:    name,
+		Stream:  f,
+		Nilable: registry.Nilable(info.Request),
+	}
+	if len(p.Global) == 0 && len(p.Typed) == 0 {
+		v.Direct, v.Dispatch = h, p.Dispatch
+	}
 	return registry.Built{
 		Kind:       "stream",
 		Handlers:   []string{name},
 		Emits:      emitted(h),
 		Middleware: names,
-		Value: &registry.Stream[Req, Res]{
-			Name:    name,
-			Stream:  f,
-			Nilable: registry.Nilable(info.Request),
-		},
+		Value:      v,
 	}, nil
 }

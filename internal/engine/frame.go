@@ -4,27 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"unsafe"
 )
 
 // frame is the context an event-handler invocation receives: the context it
 // was dispatched with, plus what the engine needs when the handler calls a
-// mediator again with it. It is one allocation and answers Value for
-// frameKey itself; everything else is the embedded context's.
+// mediator again with it. It answers Value for frameKey itself; everything
+// else is the embedded context's. A frame never changes once made.
 //
 //   - depth is the depth of the events being handled. A dispatch started
 //     with a frame in its context numbers its events from depth+1, so
 //     MaxDepth bounds a cycle of events whatever path it takes: a nested
 //     Send, an EventMediator.Send, a publisher delivering in process, or
-//     another mediator. A sequential dispatch shares one frame between its
-//     levels and advances depth as it goes, so a context kept past its
-//     level only ever reports a deeper depth, which errs on the side of
-//     ending a cycle.
+//     another mediator.
 //   - With a mediator-wide limit, eng and lease describe the slot the
 //     invocation holds (see lease).
+//
+// A frame without a lease depends only on its context, its depth and its
+// engine, so the engine hands the same frame to the dispatches that share
+// a context (Engine.frame): they allocate nothing.
 type frame struct {
 	context.Context
-	depth atomic.Int32
+	depth int
 	eng   *Engine
 	lease *lease
 }
@@ -40,13 +41,33 @@ func (f *frame) Value(key any) any {
 }
 
 func (f *frame) String() string {
-	return fmt.Sprintf("%v.WithEventDepth(%d)", f.Context, f.depth.Load())
+	return fmt.Sprintf("%v.WithEventDepth(%d)", f.Context, f.depth)
 }
 
 func newFrame(ctx context.Context, depth int, e *Engine, l *lease) *frame {
-	f := &frame{Context: ctx, eng: e, lease: l}
-	f.depth.Store(int32(depth))
+	return &frame{Context: ctx, depth: depth, eng: e, lease: l}
+}
+
+// frame returns the frame of the handlers of events dispatched with ctx:
+// the last one made for a dispatch started outside any handler, when ctx
+// is the context it was made for, or a new one.
+func (e *Engine) frame(ctx context.Context) *frame {
+	if f := e.last.Load(); f != nil && sameContext(f.Context, ctx) {
+		return f
+	}
+	f := newFrame(ctx, Depth(ctx)+1, e, nil)
+	if f.depth == 1 {
+		e.last.Store(f)
+	}
 	return f
+}
+
+// sameContext reports whether a and b are the same context value: the same
+// dynamic type and the same data word. Unlike ==, it never panics on a
+// context type that is not comparable, and never calls an Equal method.
+func sameContext(a, b context.Context) bool {
+	type iface struct{ tab, data unsafe.Pointer }
+	return *(*iface)(unsafe.Pointer(&a)) == *(*iface)(unsafe.Pointer(&b))
 }
 
 func frameOf(ctx context.Context) *frame {
@@ -58,7 +79,7 @@ func frameOf(ctx context.Context) *frame {
 // outside any event handler.
 func Depth(ctx context.Context) int {
 	if f := frameOf(ctx); f != nil {
-		return int(f.depth.Load())
+		return f.depth
 	}
 	return 0
 }

@@ -36,6 +36,24 @@ type Request[Req, Res any] struct {
 	// PanicSite, when not empty, names the global middleware: a panic that
 	// reaches the mediator not marked as the handler's came from there.
 	PanicSite string
+	// Direct, when not nil, is the handler, bound with no middleware and no
+	// transactional capture: Handle calls it, then Dispatch with its
+	// events. The mediator calls the two itself, which spares a call.
+	Direct Handler[Req, Res]
+	// Dispatch fans out the events Direct returns.
+	Dispatch func(ctx context.Context, evs []any) error
+
+	// Every Send reads the Request; the padding gives it cache lines of its
+	// own (128 bytes, a size class whose objects are line-aligned), so that
+	// no object written by another goroutine shares a line with it (false
+	// sharing, which slows every read from all other cores).
+	_ [56]byte
+}
+
+// Handler is the shape of a request handler that may emit events; every
+// requests.Handler[Req, Res] is one.
+type Handler[Req, Res any] interface {
+	Handle(ctx context.Context, req Req) (Res, []any, error)
 }
 
 // Stream is the resolved, typed stream handler of one request type.
@@ -47,6 +65,18 @@ type Stream[Req, Res any] struct {
 	Stream func(ctx context.Context, req Req, yield func(Res, error) bool) error
 	// Nilable reports whether Req can hold nil.
 	Nilable bool
+	// Direct, when not nil, is the handler, bound with no middleware: the
+	// mediator runs it and Dispatch itself, with one adapter between the
+	// handler and the consumer instead of two.
+	Direct StreamHandler[Req, Res]
+	// Dispatch fans out the events Direct yields and returns.
+	Dispatch func(ctx context.Context, evs []any) error
+}
+
+// StreamHandler is the shape of a stream handler; every
+// requests.StreamHandler[Req, Res] is one.
+type StreamHandler[Req, Res any] interface {
+	Stream(ctx context.Context, req Req, yield func(Res, []any) bool) ([]any, error)
 }
 
 // RequestEntry is one recorded request binding, resolved at bootstrap.

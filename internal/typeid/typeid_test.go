@@ -59,3 +59,27 @@ func TestOfValueMatchesOfValueType(t *testing.T) {
 		t.Error("nil has a non-zero identity")
 	}
 }
+
+func TestTableFindsEveryEntryAndNothingElse(t *testing.T) {
+	t.Parallel()
+	types := []reflect.Type{
+		reflect.TypeFor[a](), reflect.TypeFor[b](), reflect.TypeFor[*a](), reflect.TypeFor[int](),
+		reflect.TypeFor[string](), reflect.TypeFor[[]a](), reflect.TypeFor[map[string]b](), reflect.TypeFor[error](),
+	}
+	for n := range len(types) + 1 {
+		m := map[typeid.ID]int{}
+		for i, rt := range types[:n] {
+			m[typeid.OfType(rt)] = i
+		}
+		tab := typeid.NewTable(m)
+		for i, rt := range types {
+			got, ok := tab.Get(typeid.OfType(rt))
+			if want := i < n; ok != want || ok && got != i {
+				t.Errorf("%d entries, %v: Get = %d, %v", n, rt, got, ok)
+			}
+		}
+		if _, ok := tab.Get(0); ok {
+			t.Errorf("%d entries: Get(0) found an entry", n)
+		}
+	}
+}

@@ -12,5 +12,4 @@ require (
 require (
 	github.com/google/uuid v1.6.0 // indirect
 	go.uber.org/dig v1.19.0 // indirect
-	golang.org/x/sync v0.24.0 // indirect
 )
