@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type Consumer struct {
 	c       struct {
 		received, handled, duplicates, retried, deadLettered atomic.Uint64
 		dropped, released, settleErrors, receiveErrors       atomic.Uint64
+		batches, batchesRolledBack                           atomic.Uint64
 	}
 }
 
@@ -71,6 +73,10 @@ type Counters struct {
 	// ReceiveErrors counts Receive calls that failed, and messages returned
 	// without a Settler.
 	ReceiveErrors uint64
+	// Batches counts the transactions of several messages committed
+	// ([Config.MaxBatch]); BatchesRolledBack those rolled back, whose
+	// messages were then handled one by one.
+	Batches, BatchesRolledBack uint64
 }
 
 // NewConsumer returns a consumer of the messages sub delivers: each is
@@ -123,6 +129,9 @@ func (c *Consumer) Counters() Counters {
 		Released:      c.c.released.Load(),
 		SettleErrors:  c.c.settleErrors.Load(),
 		ReceiveErrors: c.c.receiveErrors.Load(),
+
+		Batches:           c.c.batches.Load(),
+		BatchesRolledBack: c.c.batchesRolledBack.Load(),
 	}
 }
 
@@ -194,7 +203,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	runErr := r.receive(stop)
 	stopNow()
-	close(r.tasks)
+	r.closeTasks()
 	r.drain()
 
 	closeCtx := r.settleCtx()
@@ -246,6 +255,11 @@ type run struct {
 	// send never blocks.
 	tasks chan Message
 	idle  atomic.Int64
+	// tasksClosed is set, under mu, when tasks is closed.
+	tasksClosed bool
+	// ready holds, under mu, the first deliveries waiting for a handler
+	// slot when batching.
+	ready []Message
 
 	// settleDL is the context settle calls use, shared while its deadline
 	// is at least SettleTimeout away (see settleCtx).
@@ -310,27 +324,51 @@ func (r *run) receive(ctx context.Context) error {
 // dispatch starts handling msg, or queues it behind the message in progress
 // of its ordering key.
 func (r *run) dispatch(msg Message) {
-	if key := msg.OrderKey; !r.c.cfg.Unordered && key != "" {
+	if r.ordered(msg) {
 		r.mu.Lock()
-		if q, busy := r.lanes[key]; busy {
-			r.lanes[key] = append(q, msg)
+		if q, busy := r.lanes[msg.OrderKey]; busy {
+			r.lanes[msg.OrderKey] = append(q, msg)
 			r.mu.Unlock()
 			return
 		}
-		r.lanes[key] = nil
+		r.lanes[msg.OrderKey] = nil
 		r.mu.Unlock()
 	}
+	r.push(msg)
+}
+
+func (r *run) ordered(msg Message) bool { return !r.c.cfg.Unordered && msg.OrderKey != "" }
+
+// push hands msg, ready to start (its key taken, if it has one), to a
+// worker: an idle one, or one started for it. It reports false, and does
+// nothing, once the workers are told to stop (tasks is closed).
+func (r *run) push(msg Message) bool {
+	r.mu.Lock()
+	if r.tasksClosed {
+		r.mu.Unlock()
+		return false
+	}
 	r.tasks <- msg
+	r.mu.Unlock()
 	for {
 		n := r.idle.Load()
 		if n == 0 {
 			r.wg.Go(r.worker)
-			return
+			return true
 		}
 		if r.idle.CompareAndSwap(n, n-1) {
-			return
+			return true
 		}
 	}
+}
+
+// closeTasks tells the workers to stop once they have taken what tasks
+// holds.
+func (r *run) closeTasks() {
+	r.mu.Lock()
+	r.tasksClosed = true
+	close(r.tasks)
+	r.mu.Unlock()
 }
 
 // worker handles the messages it takes from tasks (and, for an ordered
@@ -341,12 +379,21 @@ func (r *run) dispatch(msg Message) {
 // (BenchmarkRuntime).
 func (r *run) worker() {
 	for msg := range r.tasks {
-		if key := msg.OrderKey; !r.c.cfg.Unordered && key != "" {
-			r.lane(key, msg)
+		if r.c.cfg.MaxBatch > 1 && msg.Attempt <= 1 {
+			r.batch(msg)
 		} else {
-			r.process(msg, false)
+			r.single(msg)
 		}
 		r.idle.Add(1)
+	}
+}
+
+// single handles msg on its own, then the messages queued behind it.
+func (r *run) single(msg Message) {
+	if r.ordered(msg) {
+		r.lane(msg.OrderKey, msg)
+	} else {
+		r.process(msg, false)
 	}
 }
 
@@ -354,18 +401,155 @@ func (r *run) worker() {
 func (r *run) lane(key string, msg Message) {
 	for {
 		r.process(msg, true)
-		r.mu.Lock()
-		q := r.lanes[key]
-		if len(q) == 0 {
-			delete(r.lanes, key)
-			r.mu.Unlock()
+		next, ok := r.advance(key)
+		if !ok {
 			return
 		}
-		msg = q[0]
-		q[0] = Message{}
-		r.lanes[key] = q[1:]
-		r.mu.Unlock()
+		msg = next
 	}
+}
+
+// advance returns the message queued next behind key, or releases key.
+func (r *run) advance(key string) (Message, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.lanes[key]
+	if len(q) == 0 {
+		delete(r.lanes, key)
+		return Message{}, false
+	}
+	msg := q[0]
+	q[0] = Message{}
+	r.lanes[key] = q[1:]
+	return msg, true
+}
+
+// batch handles first in a transaction with other first deliveries ready
+// at the same time (see [Config.MaxBatch]). Messages wait for a handler
+// slot in one queue, ready, rather than each with its worker: the worker
+// that gets a slot takes up to MaxBatch of them. A worker that finds the
+// queue emptied by others has nothing left to do. Every message in the
+// queue has its worker still waiting for a slot, and each takes at least
+// one message when the queue is not empty, so none is left behind.
+func (r *run) batch(first Message) {
+	r.mu.Lock()
+	r.ready = append(r.ready, first)
+	r.mu.Unlock()
+	select {
+	case r.slots <- struct{}{}:
+	case <-r.stopping:
+		r.singles(r.take(len(r.ready))) // each is released
+		return
+	}
+	msgs := r.take(r.c.cfg.MaxBatch)
+	switch {
+	case len(msgs) == 0:
+		<-r.slots
+		return
+	case r.stopped():
+		<-r.slots
+		r.singles(msgs) // each is released
+		return
+	case len(msgs) == 1:
+		<-r.slots
+		r.single(msgs[0])
+		return
+	}
+	outs, err := r.attemptBatch(msgs)
+	<-r.slots
+	if err != nil {
+		r.c.c.batchesRolledBack.Add(1)
+		r.log.DebugContext(r.base, "batch rolled back; handling its messages one by one", "messages", len(msgs), "error", err)
+		r.singles(msgs)
+		return
+	}
+	r.c.c.batches.Add(1)
+	var acks sync.WaitGroup
+	for i := range msgs {
+		m, o := msgs[i], outs[i]
+		if o.duplicate {
+			r.c.c.duplicates.Add(1)
+			r.log.DebugContext(r.base, "duplicate acknowledged", o.attrs(m, 1)...)
+		} else {
+			r.c.c.handled.Add(1)
+		}
+		// Acknowledgements are round trips on some brokers: in parallel.
+		acks.Go(func() {
+			defer func() { <-r.inflight }()
+			r.ack(m, o, 1)
+		})
+	}
+	acks.Wait()
+	for _, m := range msgs {
+		if !r.ordered(m) {
+			continue
+		}
+		if next, ok := r.advance(m.OrderKey); ok && !r.push(next) {
+			r.lane(m.OrderKey, next) // stopping: released there
+		}
+	}
+}
+
+// take removes and returns up to n messages from the head of ready.
+func (r *run) take(n int) []Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n = min(n, len(r.ready))
+	if n == 0 {
+		return nil
+	}
+	msgs := slices.Clone(r.ready[:n])
+	clear(r.ready[:n])
+	r.ready = r.ready[n:]
+	return msgs
+}
+
+// singles handles each of msgs on its own.
+func (r *run) singles(msgs []Message) {
+	for _, m := range msgs {
+		r.single(m)
+	}
+}
+
+// attemptBatch decodes msgs and calls the handler for each in one
+// transaction, with their inbox records. It returns each message's outcome
+// once the transaction committed, or the first failure, the transaction
+// rolled back.
+func (r *run) attemptBatch(msgs []Message) (outs []outcome, err error) {
+	cfg := &r.c.cfg
+	outs = make([]outcome, len(msgs))
+	err = safe(func() error {
+		return cfg.Transactor.InTx(r.work, func(tx context.Context) error {
+			for i, m := range msgs {
+				ctx, ev, o := r.prepare(tx, m)
+				outs[i] = o
+				if o.err != nil {
+					return o.err
+				}
+				if cfg.Inbox != nil {
+					if err := inbox.ValidateRecord(cfg.Name, o.id); err != nil {
+						return err
+					}
+					first, err := cfg.Inbox.Record(ctx, cfg.Name, o.id)
+					if err != nil {
+						return err
+					}
+					if !first {
+						outs[i].duplicate = true
+						continue
+					}
+				}
+				if err := r.c.handle(ctx, ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return outs, nil
 }
 
 // drain waits, once stopping is closed, for every message to be settled,
@@ -503,26 +687,38 @@ func (r *run) attempt(msg Message) (o outcome) {
 			o.err = panics.New(v)
 		}
 	}()
+	ctx, ev, o := r.prepare(r.work, msg)
+	if o.err != nil {
+		return o
+	}
+	o.duplicate, o.err = r.handle(ctx, o.id, ev)
+	return o
+}
+
+// prepare decodes msg and returns the event and its handler's context,
+// derived from parent; o names the event, and o.err is set if msg cannot
+// be handled.
+func (r *run) prepare(parent context.Context, msg Message) (ctx context.Context, ev events.Event, o outcome) {
 	env, err := wire.FromHeaders(msg.Headers)
 	if err != nil {
 		o.err = fmt.Errorf("%w: %w", ErrUndecodable, err)
-		return o
+		return nil, nil, o
 	}
 	env.Topic, env.Key, env.Payload = msg.Topic, msg.Key, msg.Body
 	o.name, o.id = env.Name, env.ID
-	ev, err := r.c.dec.Decode(env)
+	ev, err = r.c.dec.Decode(env)
 	if err != nil {
 		o.err = fmt.Errorf("%w: %w", ErrUndecodable, err)
-		return o
+		return nil, nil, o
 	}
 	if n, ok := ev.(events.NotificationEvent); ok {
 		o.name, o.id = n.EventName(), n.EventID()
 	}
-	ctx := r.work
+	ctx = parent
 	if r.c.cfg.Extract != nil {
 		if ctx = r.c.cfg.Extract(ctx, env.Headers); ctx == nil {
 			o.err = errors.New("brokers: Extract returned a nil context")
-			return o
+			return nil, nil, o
 		}
 	}
 	// The event's lineage: its correlation continues; the event itself is
@@ -533,9 +729,7 @@ func (r *run) attempt(msg Message) (o outcome) {
 	if corr == "" {
 		corr = cause
 	}
-	ctx = events.WithLineage(ctx, events.Lineage{CorrelationID: corr, CausationID: cause})
-	o.duplicate, o.err = r.handle(ctx, o.id, ev)
-	return o
+	return events.WithLineage(ctx, events.Lineage{CorrelationID: corr, CausationID: cause}), ev, o
 }
 
 // handle calls the handler, in a transaction with the inbox record when

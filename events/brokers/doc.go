@@ -90,7 +90,11 @@
 //     the Source returned them, retries included. Messages of different
 //     keys, and messages without a key, are handled concurrently, in no
 //     particular order.
-//   - At most [Config.MaxConcurrency] handlers run at once.
+//   - At most [Config.MaxConcurrency] handlers run at once. With
+//     [Config.MaxBatch], several messages may share one transaction (their
+//     handlers run one after another in it); a failure in it rolls it back
+//     and each message is then handled on its own, so the guarantees above
+//     and below are unchanged.
 //   - At most [Config.MaxInFlight] messages are held received and
 //     unsettled (handled, queued behind their key, waiting for a slot or a
 //     retry); the consumer stops receiving while it holds that many. A

@@ -151,6 +151,7 @@ func Run(t *testing.T, tr Transport) {
 		{"ShutdownReleasesUnfinished", testShutdownReleases},
 		{"AtLeastOnceAcrossRestart", testAtLeastOnceAcrossRestart},
 		{"DuplicateAbsorbedByInbox", testDuplicateAbsorbed},
+		{"BatchedTransactions", testBatchedTransactions},
 		{"CorrelationPreserved", testCorrelation},
 	}
 	for _, tt := range tests {
@@ -979,6 +980,80 @@ func testDuplicateAbsorbed(h *harness) {
 	seen, err := store.Seen(h.ctx, "brokertest", dup.ID)
 	require.NoError(t, err)
 	assert.True(t, seen, "the inbox records the event")
+}
+
+// testBatchedTransactions runs a consumer with MaxBatch over the memory
+// inbox: whatever the batches, every event's effect commits exactly once,
+// in order per key, a failing event is retried on its own, and a duplicate
+// publish is absorbed.
+func testBatchedTransactions(h *harness) {
+	t := h.t
+	const keys, perKey, failing = 6, 15, 7
+	var sent []wire.Envelope
+	for seq := range perKey {
+		for k := range keys {
+			sent = append(sent, h.event("k-"+strconv.Itoa(k), seq))
+		}
+	}
+	h.send(sent...)
+	h.send(sent[10]) // a relay sending again after a crash
+
+	store := inbox.NewMemoryStore(inbox.MemoryOptions{})
+	cfg := h.config()
+	cfg.Inbox, cfg.Transactor = store, store
+	cfg.MaxConcurrency, cfg.MaxBatch = 2, 8
+	var (
+		mu      sync.Mutex
+		failed  bool
+		applied = make(map[uuid.UUID]int)
+		order   = make(map[string][]int)
+		all     = make(chan struct{})
+	)
+	rec := newRecorder()
+	r := h.start(cfg, h.handler(rec, func(ctx context.Context, n events.Notification[Payload]) error {
+		mu.Lock()
+		fail := n.Key == "k-2" && n.Payload.Seq == failing && !failed
+		failed = failed || fail
+		mu.Unlock()
+		if fail {
+			return errors.New("brokertest: transient failure")
+		}
+		tx, ok := outbox.TxFromContext[*outbox.MemoryTx](ctx)
+		if !ok {
+			return errors.New("brokertest: no transaction in the handler's context")
+		}
+		return tx.OnEnd(func(committed bool) {
+			if !committed {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			applied[n.ID]++
+			order[n.Key] = append(order[n.Key], n.Payload.Seq)
+			if len(applied) == len(sent) {
+				close(all)
+			}
+		})
+	}))
+	select {
+	case <-all:
+	case <-time.After(h.deadline):
+		t.Fatalf("brokertest: not every event applied within %v", h.deadline)
+	}
+	require.NoError(t, r.stop(h))
+	mu.Lock()
+	defer mu.Unlock()
+	for _, env := range sent {
+		assert.Equal(t, 1, applied[env.ID], "effects of event %s", env.ID)
+	}
+	want := make([]int, perKey)
+	for seq := range want {
+		want[seq] = seq
+	}
+	for k := range keys {
+		assert.Equal(t, want, order["k-"+strconv.Itoa(k)], "effects of key k-%d, in order", k)
+	}
+	assert.True(t, failed, "the failure happened")
 }
 
 type extractedKey struct{}

@@ -21,7 +21,7 @@ import (
 // relays, their batch size, the consumer's concurrency and in-flight
 // bound, and the NATS consumer's pull batch and MaxAckPending.
 type benchTuning struct {
-	Relays, Batch, Concurrency, InFlight, PullBatch, AckPending int
+	Relays, Batch, Concurrency, InFlight, PullBatch, AckPending, MaxBatch int
 }
 
 // defaultBenchTuning is the tuning the documented figures were taken
@@ -29,7 +29,7 @@ type benchTuning struct {
 var defaultBenchTuning = benchTuning{Relays: 1, Batch: 500, Concurrency: 16, InFlight: 256, PullBatch: 128, AckPending: 1024}
 
 // benchTuningEnv overrides the tuning for experiments:
-// E2E_BENCH_TUNING="relays=4,batch=200,concurrency=16,inflight=256,pull=64,ackpending=1024"
+// E2E_BENCH_TUNING="relays=4,batch=200,concurrency=16,inflight=256,pull=64,ackpending=1024,maxbatch=32"
 // (any subset).
 const benchTuningEnv = "E2E_BENCH_TUNING"
 
@@ -57,6 +57,8 @@ func benchTune(tb testing.TB) benchTuning {
 			t.PullBatch = n
 		case "ackpending":
 			t.AckPending = n
+		case "maxbatch":
+			t.MaxBatch = n
 		default:
 			tb.Fatalf("%s: unknown setting %q", benchTuningEnv, k)
 		}
@@ -110,7 +112,7 @@ func (t benchTuning) relay(s *stages) relayTuning {
 }
 
 func (t benchTuning) consumer(handled func(Item), s *stages) *consumerTuning {
-	return &consumerTuning{MaxConcurrency: t.Concurrency, MaxInFlight: t.InFlight, Handled: handled, Stages: s}
+	return &consumerTuning{MaxConcurrency: t.Concurrency, MaxInFlight: t.InFlight, MaxBatch: t.MaxBatch, Handled: handled, Stages: s}
 }
 
 // BenchmarkEndToEnd measures the whole path of an event: a PostgreSQL

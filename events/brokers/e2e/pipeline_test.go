@@ -194,6 +194,8 @@ func (f *fixture) newRelay(tb testing.TB, sender outbox.Sender, owner string, tu
 type consumerTuning struct {
 	MaxConcurrency int
 	MaxInFlight    int
+	// MaxBatch is Config.MaxBatch.
+	MaxBatch int
 	// Count records every delivery and every duplicate absorbed in the
 	// fixture's tables (a write each, outside the consumer's
 	// transactions).
@@ -248,6 +250,7 @@ func (f *fixture) newConsumer(tb testing.TB, sub brokers.Subscriber, tune consum
 	cfg.Name = consumerName
 	cfg.MaxConcurrency = tune.MaxConcurrency
 	cfg.MaxInFlight = tune.MaxInFlight
+	cfg.MaxBatch = tune.MaxBatch
 	cfg.Inbox = f.inbox
 	cfg.Transactor = f.db
 	cfg.MaxDeliveries = 1000 // a broker down for a while dead-letters nothing
