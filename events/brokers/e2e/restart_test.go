@@ -37,7 +37,12 @@ func restartRun(t *testing.T, ep endpoint, fault func(t *testing.T, p *pipeline,
 	assert.Zero(t, cc.DeadLettered, "dead letters")
 	assert.Equal(t, uint64(total), cc.Handled, "handled: once per event, the rest absorbed by the inbox")
 	assert.GreaterOrEqual(t, cc.Received, cc.Handled+cc.Duplicates, "received")
-	assert.Positive(t, cc.ReceiveErrors, "the consumer's Source reported the outage")
+	// The Kafka Source reports a lost connection only when it has no
+	// record left to hand out: until then it goes on with the records the
+	// client had fetched, which it can still acknowledge.
+	if ep.Broker != brokerKafka {
+		assert.Positive(t, cc.ReceiveErrors, "the consumer's Source reported the outage")
+	}
 }
 
 // midStream waits until the relay has sent n rows, and logs the fault
