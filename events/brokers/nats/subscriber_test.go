@@ -90,6 +90,26 @@ func TestProvisionIdempotent(t *testing.T) {
 	require.ErrorIs(t, topo.Provision(t.Context(), nil), nats.ErrInvalidConfig)
 }
 
+// One filter subject works with every server (FilterSubject); the
+// multi-filter field needs nats-server 2.10, and this package's tests also
+// run against 2.9.
+func TestProvisionWithOneFilterSubject(t *testing.T) {
+	t.Parallel()
+	nc := connect(t)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	topo := topology(t, nc)
+	topo.Subjects = []string{topo.Stream + ".>"}
+	topo.FilterSubjects = []string{topo.Stream + ".orders"}
+	require.NoError(t, topo.Provision(t.Context(), js))
+	cons, err := js.Consumer(t.Context(), topo.Stream, topo.Consumer)
+	require.NoError(t, err)
+	c := cons.CachedInfo().Config
+	filters := append([]string{c.FilterSubject}, c.FilterSubjects...)
+	assert.Contains(t, filters, topo.Stream+".orders")
+	require.NoError(t, topo.Provision(t.Context(), js), "again")
+}
+
 // TestSubscribeChecksTheConsumer refuses consumers a Source cannot use.
 func TestSubscribeChecksTheConsumer(t *testing.T) {
 	t.Parallel()

@@ -50,7 +50,8 @@ type Topology struct {
 	// them.
 	Subjects []string
 	// FilterSubjects restricts the consumer to some of the stream's
-	// subjects (default: all of them).
+	// subjects (default: all of them). Several need nats-server 2.10 or
+	// later; one works with every server.
 	FilterSubjects []string
 	// DeadLetterStream is the stream capturing DeadLetterSubject (default
 	// "<Stream>_DEAD_LETTER"). Provision creates it with the subjects
@@ -201,16 +202,23 @@ func (t Topology) Provision(ctx context.Context, js jetstream.JetStream) error {
 	}); err != nil {
 		return err
 	}
-	return ensureConsumer(ctx, js, t.Stream, jetstream.ConsumerConfig{
-		Durable:        t.Consumer,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckWait:        t.AckWait,
-		MaxAckPending:  t.MaxAckPending,
-		MaxDeliver:     t.MaxDeliver,
-		FilterSubjects: t.FilterSubjects,
-		Replicas:       t.Replicas,
-	})
+	cfg := jetstream.ConsumerConfig{
+		Durable:       t.Consumer,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       t.AckWait,
+		MaxAckPending: t.MaxAckPending,
+		MaxDeliver:    t.MaxDeliver,
+		Replicas:      t.Replicas,
+	}
+	// One filter goes in FilterSubject, which every server takes; several
+	// need FilterSubjects, which servers before 2.10 refuse.
+	if len(t.FilterSubjects) == 1 {
+		cfg.FilterSubject = t.FilterSubjects[0]
+	} else {
+		cfg.FilterSubjects = t.FilterSubjects
+	}
+	return ensureConsumer(ctx, js, t.Stream, cfg)
 }
 
 // ensureStream creates the stream of cfg unless a stream of that name
