@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gocqrs/cqrs/events/brokers/nats/natstest"
 	"github.com/gocqrs/cqrs/events/wire"
 )
 
@@ -91,7 +92,7 @@ func benchTargets() []benchTarget {
 		}},
 		{"nats-embedded", func(b *testing.B, t benchTuning) endpoint {
 			b.Helper()
-			return nats(b, startNATS(b).url(), t)
+			return nats(b, natstest.Run(b).URL(), t)
 		}},
 		{"kafka-kfake", func(b *testing.B, _ benchTuning) endpoint {
 			b.Helper()

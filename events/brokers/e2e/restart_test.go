@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/gocqrs/cqrs/events/brokers/nats/natstest"
 	"github.com/gocqrs/cqrs/internal/testenv"
 )
 
@@ -75,17 +76,17 @@ func TestBrokerRestart(t *testing.T) {
 	t.Run(brokerNATS, func(t *testing.T) {
 		t.Parallel()
 		testPool(t) // skips early without PostgreSQL
-		srv := startNATS(t)
-		ep := natsEndpoint(t, srv.url(), 2*time.Second, 0)
+		srv := natstest.Run(t)
+		ep := natsEndpoint(t, srv.URL(), 2*time.Second, 0)
 		restartRun(t, ep, func(t *testing.T, p *pipeline, f *fixture) {
 			t.Helper()
 			midStream(t, p, f, total/3, "stopping the server")
 			failed, receiveErrors := p.relayCounters().Failed, p.consumer.Counters().ReceiveErrors
-			srv.stop()
+			srv.Stop()
 			waitUntil(t, "the relay and the consumer saw the server gone", func() bool {
 				return (p.relayCounters().Failed > failed || p.sent() == total) && p.consumer.Counters().ReceiveErrors > receiveErrors
 			})
-			srv.start()
+			srv.Start()
 			t.Logf("server started again with %d rows sent, %d effects applied", p.sent(), f.applied(t))
 		})
 	})

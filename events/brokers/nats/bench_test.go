@@ -18,6 +18,7 @@ import (
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/events/brokers"
 	"github.com/gocqrs/cqrs/events/brokers/nats"
+	"github.com/gocqrs/cqrs/events/brokers/nats/natstest"
 	"github.com/gocqrs/cqrs/events/outbox"
 	"github.com/gocqrs/cqrs/events/wire"
 )
@@ -36,8 +37,8 @@ func benchConn(b *testing.B) *natsgo.Conn {
 	if os.Getenv("NATS_BENCH_EMBEDDED") == "" {
 		return connect(b)
 	}
-	e := startEmbedded(b)
-	return dial(b, e.url())
+	e := natstest.Run(b)
+	return dial(b, e.URL())
 }
 
 // benchStream creates a stream in memory, bounded, for a benchmark, and

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gocqrs/cqrs/events/brokers/brokertest"
 	"github.com/gocqrs/cqrs/events/brokers/nats"
+	"github.com/gocqrs/cqrs/events/brokers/nats/natstest"
 )
 
 // features are the adapter's: the server counts deliveries
@@ -37,8 +38,8 @@ func TestConformance(t *testing.T) {
 // at shutdown must come back at once, not when AckWait runs out.
 func TestConformanceEmbedded(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	nc, err := natsgo.Connect(e.url())
+	e := natstest.Run(t)
+	nc, err := natsgo.Connect(e.URL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	runConformance(t, nc, 0, 10*time.Second)

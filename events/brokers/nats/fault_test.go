@@ -17,6 +17,7 @@ import (
 	"github.com/gocqrs/cqrs/events"
 	"github.com/gocqrs/cqrs/events/brokers"
 	"github.com/gocqrs/cqrs/events/brokers/nats"
+	"github.com/gocqrs/cqrs/events/brokers/nats/natstest"
 	"github.com/gocqrs/cqrs/events/outbox"
 	"github.com/gocqrs/cqrs/events/wire"
 	"github.com/gocqrs/cqrs/internal/testenv"
@@ -159,8 +160,8 @@ func (s *stream) check(t *testing.T) {
 // is handled, none is lost.
 func TestConnectionCutMidStream(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	p := testenv.NewProxy(t, e.opts.Host+":"+fmt.Sprint(e.opts.Port))
+	e := natstest.Run(t)
+	p := testenv.NewProxy(t, e.Addr())
 	pub := dial(t, "nats://"+p.Addr(), reconnecting()...)
 	sub := dial(t, "nats://"+p.Addr(), reconnecting()...)
 	topo := topology(t, pub)
@@ -188,9 +189,9 @@ func TestConnectionCutMidStream(t *testing.T) {
 // data, while events flow: every event is handled, none is lost.
 func TestBrokerRestartMidStream(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	pub := dial(t, e.url(), reconnecting()...)
-	sub := dial(t, e.url(), reconnecting()...)
+	e := natstest.Run(t)
+	pub := dial(t, e.URL(), reconnecting()...)
+	sub := dial(t, e.URL(), reconnecting()...)
 	topo := topology(t, pub)
 	topo.Storage = jetstream.FileStorage // kept across the restart
 	topo.AckWait = 2 * time.Second
@@ -200,9 +201,9 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	const total = 600
 	s := flow(t, pub, sub, topo, total)
 	s.got.waitFor(t, "a third of the events handled", 30*time.Second, atLeast(total/3))
-	e.stop()
+	e.Stop()
 	waitStatus(t, subStatus, natsgo.RECONNECTING)
-	e.start()
+	e.Start()
 	waitStatus(t, subStatus, natsgo.CONNECTED)
 	s.got.waitFor(t, "every event handled after the restart", 60*time.Second, all(s.ids))
 	require.NoError(t, s.end())
@@ -215,8 +216,8 @@ func TestBrokerRestartMidStream(t *testing.T) {
 // the server delivers the message again once the client is back.
 func TestSettleWhileDisconnected(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	p := testenv.NewProxy(t, e.opts.Host+":"+fmt.Sprint(e.opts.Port))
+	e := natstest.Run(t)
+	p := testenv.NewProxy(t, e.Addr())
 	nc := dial(t, "nats://"+p.Addr(), reconnecting()...)
 	topo := topology(t, nc)
 	topo.AckWait = time.Second
@@ -251,8 +252,8 @@ func TestSettleWhileDisconnected(t *testing.T) {
 // is closed.
 func TestConnectionClosed(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	nc := dial(t, e.url())
+	e := natstest.Run(t)
+	nc := dial(t, e.URL())
 	topo := topology(t, nc)
 	provision(t, nc, topo)
 	src, err := newSubscriber(t, nc, topo, nats.SubscriberConfig{}).Subscribe(t.Context())

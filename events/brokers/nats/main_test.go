@@ -6,13 +6,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -155,59 +153,4 @@ func newSender(tb testing.TB, nc *natsgo.Conn, opts nats.SenderConfig) *nats.Sen
 	s, err := nats.NewSender(nc, opts)
 	require.NoError(tb, err)
 	return s
-}
-
-// embedded is a NATS server with JetStream run by the test, on a loopback
-// port, storing in a temporary directory: it can be stopped and started
-// again, on the same port, with the same data.
-type embedded struct {
-	tb   testing.TB
-	opts server.Options
-	srv  *server.Server
-}
-
-func startEmbedded(tb testing.TB) *embedded {
-	tb.Helper()
-	e := &embedded{tb: tb, opts: server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  tb.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	}}
-	e.start()
-	addr, ok := e.srv.Addr().(*net.TCPAddr)
-	require.True(tb, ok, "the server listens on TCP")
-	e.opts.Port = addr.Port // the same port after a restart
-	tb.Cleanup(e.stop)
-	return e
-}
-
-// start starts the server and waits until it accepts connections.
-func (e *embedded) start() {
-	e.tb.Helper()
-	srv, err := server.NewServer(&e.opts)
-	require.NoError(e.tb, err)
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		e.tb.Fatal("the embedded NATS server did not start")
-	}
-	e.srv = srv
-}
-
-// stop shuts the server down and waits until it has.
-func (e *embedded) stop() {
-	if e.srv == nil {
-		return
-	}
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
-	e.srv = nil
-}
-
-// url is the server's client URL.
-func (e *embedded) url() string {
-	return fmt.Sprintf("nats://127.0.0.1:%d", e.opts.Port)
 }
