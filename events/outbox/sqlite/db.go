@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	driver "modernc.org/sqlite" // the "sqlite" database/sql driver
 
 	"github.com/gocqrs/cqrs/events/outbox"
 )
@@ -162,7 +162,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	pool.SetMaxOpenConns(opts.MaxOpenConns)
 	pool.SetMaxIdleConns(opts.MaxOpenConns)
-	if err := pool.PingContext(ctx); err != nil {
+	if err := ping(ctx, pool, opts.BusyTimeout); err != nil {
 		_ = pool.Close() // the ping's error is the one to report
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -170,6 +170,32 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	d.owned = true
 	return d, nil
 }
+
+// ping opens the pool's first connection. Connections that open a new
+// database file at the same moment (several processes starting on one
+// file) race to switch it to WAL, and SQLite reports SQLITE_BUSY to the
+// losers at once, without waiting through the busy timeout: ping tries
+// again, for up to the busy timeout.
+func ping(ctx context.Context, pool *sql.DB, busyTimeout time.Duration) error {
+	deadline := time.Now().Add(busyTimeout)
+	for attempt := 1; ; attempt++ {
+		err := pool.PingContext(ctx)
+		var e *driver.Error
+		if err == nil || !errors.As(err, &e) || e.Code()&0xff != sqliteBusy || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(min(time.Duration(attempt)*5*time.Millisecond, 100*time.Millisecond))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
+}
+
+// sqliteBusy is SQLite's primary result code SQLITE_BUSY.
+const sqliteBusy = 5
 
 // New returns a DB using pool, which the caller opened with the "sqlite"
 // driver of modernc.org/sqlite and the settings of [DSN] (above all
