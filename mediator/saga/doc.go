@@ -58,7 +58,9 @@
 //     is open: events.FallbackPolicy), the fallback runs instead, from that
 //     state; if it succeeds the step is done. Otherwise one checkpoint
 //     records the failure and sets Compensating (or Compensated when no
-//     completed step has a compensation).
+//     completed step has a compensation). An action error marked with
+//     [Expected] (a business outcome: a payment declined) is handled the
+//     same way and only logged at Info instead of Warn.
 //  5. Compensation: the completed steps are compensated in reverse order,
 //     each by the compensation of the branch that ran (the step's, or its
 //     fallback's); steps without one are skipped. Each compensation that

@@ -197,3 +197,35 @@ func (e *Error) Is(target error) bool {
 	}
 	return false
 }
+
+// Expected marks err, returned by a step's action, as an outcome the
+// business expects (a payment declined, an item out of stock) rather than
+// a fault. The saga compensates exactly as for any other failure, and err
+// reaches the caller the same way (errors.Is and errors.As see through the
+// mark); only the logs differ: the step and the saga's end are logged at
+// Info instead of Warn, so that a run of declined payments does not look
+// like an incident. A compensation that then fails is logged as before.
+// Expected(nil) is nil.
+func Expected(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ExpectedError{Err: err}
+}
+
+// ExpectedError is an error marked by [Expected].
+type ExpectedError struct {
+	Err error
+}
+
+func (e *ExpectedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *ExpectedError) Unwrap() error { return e.Err }
+
+// IsExpected reports whether err, or an error it wraps, was marked by
+// [Expected].
+func IsExpected(err error) bool {
+	var e *ExpectedError
+	return errors.As(err, &e)
+}

@@ -2,6 +2,7 @@ package saga
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -9,7 +10,8 @@ import (
 // logStep writes the log line of one invocation.
 func (o *Orchestrator) logStep(ctx context.Context, r StepResult) {
 	level := slog.LevelInfo
-	if r.Outcome != Succeeded || r.EventsErr != nil {
+	expected := r.Phase == Forward && IsExpected(r.Err) // a business outcome, not a fault
+	if r.Outcome != Succeeded && !expected || r.EventsErr != nil {
 		level = slog.LevelWarn
 	}
 	if !o.log.Enabled(ctx, level) {
@@ -51,11 +53,13 @@ func (o *Orchestrator) logEnd(ctx context.Context, rec Record, err error) {
 	level := slog.LevelInfo
 	switch rec.Status {
 	case Compensated:
-		level = slog.LevelWarn
+		if !expectedFailure(err) {
+			level = slog.LevelWarn
+		}
 	case Failed, Halted:
 		level = slog.LevelError
 	}
-	if err != nil && level < slog.LevelWarn {
+	if rec.Status == Completed && err != nil {
 		level = slog.LevelWarn // completed, but events failed
 	}
 	if !o.log.Enabled(ctx, level) {
@@ -81,4 +85,11 @@ func (o *Orchestrator) logInterrupted(ctx context.Context, rec Record, err error
 func (o *Orchestrator) logLost(ctx context.Context, rec Record, err error) {
 	o.log.WarnContext(ctx, "saga taken over by another driver",
 		"saga", rec.Name, "saga_id", rec.ID.String(), "owner", o.owner, "error", err)
+}
+
+// expectedFailure reports whether err is the *Error of a saga compensated
+// after a step failure marked [Expected], and nothing else failed.
+func expectedFailure(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == Compensated && len(e.Errors) == 1 && IsExpected(e.Errors[0].Err)
 }
