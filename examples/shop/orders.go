@@ -382,7 +382,7 @@ func (s *ordersService) markReserved(ctx context.Context, c *checkout) error {
 func (s *ordersService) charge(ctx context.Context, c *checkout) error {
 	if c.Card == declinedCard {
 		s.tl.add("checkout saga", "payments", c.Order, "charge %s: declined", money(c.Amount))
-		return ErrDeclined
+		return saga.Expected(ErrDeclined) // a business outcome: compensated, logged at Info
 	}
 	if _, err := s.db.exec(ctx, `INSERT INTO {s}payments (key, order_id, amount, status) VALUES ($1, $2, $3, 'charged') ON CONFLICT (key) DO NOTHING`,
 		saga.KeyFrom(ctx), c.Order, c.Amount); err != nil {
