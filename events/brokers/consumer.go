@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -438,7 +439,7 @@ func (r *run) batch(first Message) {
 	select {
 	case r.slots <- struct{}{}:
 	case <-r.stopping:
-		r.singles(r.take(len(r.ready))) // each is released
+		r.singles(r.take(math.MaxInt)) // each is released
 		return
 	}
 	msgs := r.take(r.c.cfg.MaxBatch)
