@@ -210,3 +210,77 @@ func (r receiveHook) Receive(ctx context.Context) (brokers.Message, error) {
 	}
 	return m, err
 }
+
+// Stopping while messages wait for a slot to be batched releases them all;
+// the next consumer applies every effect once.
+func TestStopReleasesMessagesWaitingForABatch(t *testing.T) {
+	t.Parallel()
+	h := newMemoryHarness(t)
+	const total = 60
+	var envs []wire.Envelope
+	for i := range total {
+		envs = append(envs, envelope(t, fmt.Sprintf("k-%d", i%6), fmt.Sprintf("o-%03d", i)))
+	}
+	h.send(envs...)
+	store := inbox.NewMemoryStore(inbox.MemoryOptions{})
+	cfg := testConfig()
+	cfg.MaxConcurrency, cfg.MaxInFlight, cfg.MaxBatch = 1, 32, 8
+	cfg.Inbox, cfg.Transactor = store, store
+	cfg.DrainTimeout = 0 // the blocked handler is cancelled at once
+	eff := newEffects()
+
+	received, holding := newSignal(), newSignal()
+	var mu sync.Mutex
+	seen := 0
+	sub := brokers.SubscriberFunc(func(ctx context.Context) (brokers.Source, error) {
+		src, err := h.sub.Subscribe(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return receiveHook{Source: src, after: func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if seen++; seen == 20 {
+				received.fire()
+			}
+		}}, nil
+	})
+	first, err := brokers.NewConsumer(sub, newDecoder(t), func(ctx context.Context, ev events.Event) error {
+		holding.fire()
+		<-ctx.Done() // holds the only slot until the consumer stops
+		return ctx.Err()
+	}, cfg)
+	require.NoError(t, err)
+	stop := runConsumer(t, first)
+	waitFor(t, received.ch, "20 messages received")
+	waitFor(t, holding.ch, "the slot held")
+	require.NoError(t, stop())
+	cs := first.Counters()
+	assert.Zero(t, cs.Handled)
+	assert.Positive(t, cs.Released)
+
+	done := newSignal()
+	second := h.consumer(cfg, func(ctx context.Context, ev events.Event) error {
+		n, _ := ev.(events.Notification[orderPlaced])
+		if err := eff.apply(ctx, n); err != nil {
+			return err
+		}
+		tx, _ := outbox.TxFromContext[*outbox.MemoryTx](ctx)
+		return tx.OnEnd(func(committed bool) {
+			eff.mu.Lock()
+			all := len(eff.byID) == total
+			eff.mu.Unlock()
+			if committed && all {
+				done.fire()
+			}
+		})
+	})
+	stop2 := runConsumer(t, second)
+	waitFor(t, done.ch, "every effect, by the next consumer")
+	require.NoError(t, stop2())
+	for _, env := range envs {
+		n, err := wire.DecodeAs[orderPlaced](newDecoder(t), env)
+		require.NoError(t, err)
+		assert.Equal(t, 1, eff.byID[n.Payload.ID], "event %s", n.Payload.ID)
+	}
+}
