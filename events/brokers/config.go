@@ -157,7 +157,11 @@ type Config struct {
 	// transaction is rolled back and each message is handled again on its
 	// own, as without MaxBatch, so that one failure neither holds back nor
 	// fails the others. It requires Transactor. The handlers of a batch
-	// share its transaction: a handler sees the writes of those before it.
+	// share its transaction: a handler sees the writes of those before it,
+	// and the locks they take are held until the batch commits, so batches
+	// whose handlers update the same rows can deadlock (the database then
+	// aborts one, which is handled again one message at a time): batch
+	// handlers whose writes do not contend.
 	MaxBatch int
 	// Extract, if set, derives the handler's context from the message's
 	// headers (the extra headers of its envelope, wire.Envelope.Headers,
